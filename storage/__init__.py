@@ -1,0 +1,1 @@
+"""Persistence only: models, engine and sessions, blob store, queries, migrations."""

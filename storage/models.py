@@ -1,0 +1,194 @@
+"""The tables: organizations, contacts, tickets and their thread, and the two queues.
+
+Vocabulary and statuses follow ../shared/DESIGN.md. Times are stored in UTC. Enumerations are
+plain strings checked by the code that writes them (``gateway.workflow``), so that a new status
+is a code change, not a schema change.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, LargeBinary, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# Ticket statuses, in the order of the design, with the customer-area group of each.
+STATUS_GROUPS: dict[str, str] = {
+    "new": "open",
+    "qualified": "open",
+    "in_progress": "open",
+    "pending": "open",
+    "planned": "open",
+    "awaiting_customer": "open",
+    "resolved": "completed",
+    "closed": "completed",
+    "cancelled": "completed",
+}
+OPEN_STATUSES = tuple(s for s, g in STATUS_GROUPS.items() if g == "open")
+COMPLETED_STATUSES = tuple(s for s, g in STATUS_GROUPS.items() if g == "completed")
+
+
+class Organization(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=32, unique=True, index=True)  # código de cliente
+    tax_id: str = Field(max_length=32)  # CIF
+    name: str = Field(max_length=200)
+    sla_plan: str = Field(default="standard", max_length=32)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class OrganizationDomain(SQLModel, table=True):
+    """A mail domain of an organization; a domain belongs to one organization only."""
+
+    __tablename__ = "organization_domain"
+    domain: str = Field(primary_key=True, max_length=255)
+    organization_id: int = Field(foreign_key="organization.id", index=True)
+
+
+class Contact(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    organization_id: int = Field(foreign_key="organization.id", index=True)
+    name: str = Field(max_length=200)
+    email: str = Field(max_length=320, unique=True, index=True)  # stored lower-case
+    phone: str = Field(default="", max_length=40)
+    role: str = Field(default="", max_length=100)  # cargo
+    types: str = Field(default="technical", max_length=64)  # billing,quotes,technical
+    is_manager: bool = Field(default=False)
+    state: str = Field(default="verified", max_length=16)  # verified / pending / rejected
+    language: str = Field(default="es", max_length=8)
+    password_hash: str | None = Field(default=None, max_length=255)
+    active: bool = Field(default=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Application(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=120, unique=True)
+    active: bool = Field(default=True)
+
+
+class Counter(SQLModel, table=True):
+    """Named counters, such as the human ticket number, incremented inside a transaction."""
+
+    name: str = Field(primary_key=True, max_length=32)
+    value: int = Field(default=0)
+
+
+class Ticket(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    number: int = Field(unique=True, index=True)
+    organization_id: int = Field(foreign_key="organization.id", index=True)
+    requester_id: int = Field(foreign_key="contact.id", index=True)
+    application_id: int | None = Field(default=None, foreign_key="application.id")
+    subject: str = Field(max_length=500)
+    status: str = Field(default="new", max_length=24, index=True)
+    channel: str = Field(default="email", max_length=16)
+    linked_ticket_id: int | None = Field(default=None, foreign_key="ticket.id")
+    rating: int | None = Field(default=None)
+    rating_comment: str | None = Field(default=None, sa_column=Column(Text))
+    rating_source: str | None = Field(default=None, max_length=16)
+    rated_at: datetime | None = Field(default=None)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Message(SQLModel, table=True):
+    """One entry of a ticket's thread."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    direction: str = Field(max_length=4)  # in / out
+    channel: str = Field(max_length=16)  # email / web / agent
+    author_contact_id: int | None = Field(default=None, foreign_key="contact.id")
+    from_address: str = Field(default="", max_length=320)
+    subject: str = Field(default="", max_length=500)
+    text: str = Field(default="", sa_column=Column(Text, nullable=False))
+    html: str | None = Field(default=None, sa_column=Column(Text))  # sanitized
+    new_text: str = Field(default="", sa_column=Column(Text, nullable=False))
+    message_id: str | None = Field(default=None, max_length=998, index=True)
+    in_reply_to: str | None = Field(default=None, sa_column=Column(Text))
+    references: str | None = Field(default=None, sa_column=Column(Text))
+    raw_key: str | None = Field(default=None, max_length=80)  # blob key of the raw mail
+    inbound_id: int | None = Field(default=None, foreign_key="inbound_message.id")
+    notification_id: int | None = Field(default=None, foreign_key="notification.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Attachment(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="message.id", index=True)
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    filename: str = Field(max_length=255)
+    content_type: str = Field(max_length=127)
+    size: int
+    sha256: str = Field(max_length=64)
+    storage_key: str | None = Field(default=None, max_length=80)
+    content_id: str | None = Field(default=None, max_length=255)
+    accepted: bool = Field(default=True)
+    reason: str | None = Field(default=None, max_length=255)
+
+
+class StatusChange(SQLModel, table=True):
+    __tablename__ = "status_change"
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    from_status: str | None = Field(default=None, max_length=24)
+    to_status: str = Field(max_length=24)
+    actor: str = Field(max_length=320)  # "system", an agent's name, a contact's email
+    note: str = Field(default="", sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Notification(SQLModel, table=True):
+    """The outbox: one outgoing mail, written in the transaction of the change that causes it."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int | None = Field(default=None, foreign_key="ticket.id", index=True)
+    contact_id: int | None = Field(default=None, foreign_key="contact.id")
+    event: str = Field(max_length=40)
+    recipient: str = Field(max_length=320)
+    language: str = Field(default="es", max_length=8)
+    context: str = Field(default="{}", sa_column=Column(Text, nullable=False))  # JSON
+    message_id: str = Field(max_length=255, index=True)
+    in_reply_to: str | None = Field(default=None, sa_column=Column(Text))
+    references: str | None = Field(default=None, sa_column=Column(Text))
+    subject: str | None = Field(default=None, max_length=998)
+    raw: bytes | None = Field(default=None, sa_column=Column(LargeBinary))  # as first rendered
+    # queued / sending / sent / failed / bounced
+    state: str = Field(default="queued", max_length=12, index=True)
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime = Field(default_factory=utcnow, index=True)
+    claimed_at: datetime | None = Field(default=None)
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = Field(default=None)
+
+
+class InboundMessage(SQLModel, table=True):
+    """The inbound queue: every accepted mail, recorded before the channel acknowledges it."""
+
+    __tablename__ = "inbound_message"
+    __table_args__ = (UniqueConstraint("channel", "source", "source_ref"),)
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=8)  # smtp / imap / file
+    source: str = Field(default="", max_length=255)  # peer address, mailbox, or file name
+    source_ref: str | None = Field(default=None, max_length=255)  # e.g. "UIDVALIDITY:UID"
+    mail_from: str = Field(default="", max_length=320)
+    rcpt_to: str = Field(default="", sa_column=Column(Text, nullable=False))
+    raw_key: str = Field(max_length=80)
+    raw_sha256: str = Field(max_length=64, index=True)
+    size: int
+    state: str = Field(default="queued", max_length=12, index=True)  # queued/done/failed
+    attempts: int = Field(default=0)
+    outcome: str | None = Field(default=None, max_length=16)
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    ticket_id: int | None = Field(default=None, foreign_key="ticket.id")
+    header_message_id: str | None = Field(default=None, max_length=998, index=True)
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    received_at: datetime = Field(default_factory=utcnow)
+    processed_at: datetime | None = Field(default=None)
