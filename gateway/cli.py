@@ -1,0 +1,190 @@
+"""The `helpdesk` command: serve, migrate, ingest files, set up organizations (wiring only)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from gateway.service import build, run_forever
+from gateway.settings import Settings
+from storage import inbound
+from storage.demo import seed_if_empty
+from storage.directory import DirectoryError, add_application, add_contact, add_organization
+from storage.migrate import upgrade
+
+log = logging.getLogger("gateway.cli")
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.obj["settings"]
+
+
+@click.group()
+@click.option("--database", "database_url", envvar="HELPDESK_DATABASE_URL", default=None,
+              help="Database URL (default: SQLite file under var/).")
+@click.option("--storage", "storage_dir", default=None, type=click.Path(path_type=Path),
+              help="Attachment and raw-mail store directory.")
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+@click.pass_context
+def main(ctx: click.Context, database_url: str | None, storage_dir: Path | None,
+         verbose: bool) -> None:
+    """Email-driven helpdesk gateway."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env()
+    if database_url:
+        settings = dataclasses.replace(settings, database_url=database_url)
+    if storage_dir:
+        settings = dataclasses.replace(settings, storage_dir=storage_dir.resolve())
+    ctx.obj = {"settings": settings}
+
+
+@main.command()
+@click.option("--demo/--no-demo", default=False, help="Migrate and seed demo data if empty.")
+@click.pass_context
+def serve(ctx: click.Context, demo: bool) -> None:
+    """Run the SMTP server, the ingest worker, the notifier and the web site."""
+    settings = _settings(ctx)
+    logging.getLogger("gateway").setLevel(logging.INFO)
+    banner = ""
+    if demo:
+        upgrade(settings.database_url)
+        parts = build(settings)
+        login = seed_if_empty(parts.engine)
+        parts.engine.dispose()
+        if login:
+            banner = f"\n  demo login: {login.email} / {login.password}"
+        else:
+            banner = "\n  demo login: maria.garcia@ferreteria-lopez.es (if not changed)"
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_forever(settings, banner))
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Apply every pending migration."""
+    upgrade(_settings(ctx).database_url)
+    click.echo("database is up to date")
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False,
+                                                                   path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per message.")
+@click.pass_context
+def ingest(ctx: click.Context, files: tuple[Path, ...], as_json: bool) -> None:
+    """Feed raw .eml files through the same pipeline as SMTP."""
+    settings = _settings(ctx)
+    parts = build(settings)
+    for path in files:
+        queue_id = inbound.enqueue(parts.engine, parts.blobs, path.read_bytes(), channel="file",
+                                   source=str(path))
+        outcome = parts.ingestor.process_next(queue_id)
+        if outcome is None:  # already taken by a running gateway
+            outcome_data = {"file": str(path), "outcome": "queued", "ticket": None}
+        else:
+            outcome_data = {"file": str(path), **outcome.as_json()}
+        if as_json:
+            click.echo(json.dumps(outcome_data, ensure_ascii=False))
+        else:
+            click.echo(f"{path}: {outcome_data['outcome']}"
+                       + (f" #{outcome_data['ticket']}" if outcome_data.get("ticket") else "")
+                       + (f" ({outcome_data.get('reason')})" if outcome_data.get("reason") else ""))
+    parts.engine.dispose()
+
+
+@main.group("inbound")
+def inbound_group() -> None:
+    """The inbound queue."""
+
+
+@inbound_group.command("retry")
+@click.argument("ids", nargs=-1, type=int)
+@click.pass_context
+def inbound_retry(ctx: click.Context, ids: tuple[int, ...]) -> None:
+    """Queue failed mails again (all of them, or the ids given)."""
+    parts = build(_settings(ctx))
+    count = inbound.requeue_failed(parts.engine, list(ids) or None)
+    click.echo(f"{count} mail(s) queued again")
+
+
+@main.group()
+def org() -> None:
+    """Organizations (clientes)."""
+
+
+@org.command("add")
+@click.option("--code", required=True, help="Client code (código de cliente).")
+@click.option("--tax-id", required=True, help="Tax id (CIF).")
+@click.option("--name", required=True)
+@click.option("--domain", "domains", multiple=True, help="A mail domain; repeat for several.")
+@click.pass_context
+def org_add(ctx: click.Context, code: str, tax_id: str, name: str,
+            domains: tuple[str, ...]) -> None:
+    """Add an organization."""
+    parts = build(_settings(ctx))
+    try:
+        add_organization(parts.engine, code=code, tax_id=tax_id, name=name, domains=list(domains))
+    except DirectoryError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"organization {code} added")
+
+
+@main.group()
+def contact() -> None:
+    """Contacts of organizations."""
+
+
+@contact.command("add")
+@click.option("--org", "org_code", required=True, help="Client code of the organization.")
+@click.option("--name", required=True)
+@click.option("--email", required=True)
+@click.option("--manager", is_flag=True, help="May manage the organization's contacts.")
+@click.option("--language", type=click.Choice(["es", "en"]), default="es")
+@click.option("--password", default=None, help="Web area password (omit: no web login yet).")
+@click.pass_context
+def contact_add(ctx: click.Context, org_code: str, name: str, email: str, manager: bool,
+                language: str, password: str | None) -> None:
+    """Add a verified contact."""
+    parts = build(_settings(ctx))
+    try:
+        add_contact(parts.engine, organization_code=org_code, name=name, email=email,
+                    password=password, is_manager=manager, language=language)
+    except DirectoryError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"contact {email.lower()} added to {org_code}")
+
+
+@main.group("app")
+def application() -> None:
+    """Applications a ticket can be about."""
+
+
+@application.command("add")
+@click.argument("name")
+@click.pass_context
+def application_add(ctx: click.Context, name: str) -> None:
+    """Add an application."""
+    parts = build(_settings(ctx))
+    try:
+        add_application(parts.engine, name)
+    except DirectoryError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"application {name} added")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

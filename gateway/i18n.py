@@ -1,0 +1,58 @@
+"""Gettext catalogs (Spanish first, English too) and the Jinja2 environments that use them.
+
+Catalogs are read from ``locale/<lang>/LC_MESSAGES/messages.po`` and compiled in memory, so a
+fresh clone needs no build step. ``make i18n`` re-extracts the strings with Babel.
+"""
+
+from __future__ import annotations
+
+import io
+from functools import cache
+from pathlib import Path
+
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import Translations
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCALE_DIR = ROOT / "locale"
+LANGUAGES = ("es", "en")
+DEFAULT_LANGUAGE = "es"
+
+
+def pick_language(wanted: str | None) -> str:
+    """The contact's language if we have it, else Spanish."""
+    lang = (wanted or "").strip().lower()[:2]
+    return lang if lang in LANGUAGES else DEFAULT_LANGUAGE
+
+
+@cache
+def translations(lang: str) -> Translations:
+    po_file = LOCALE_DIR / lang / "LC_MESSAGES" / "messages.po"
+    if not po_file.exists():
+        return Translations()
+    with po_file.open("rb") as handle:
+        catalog = read_po(handle, locale=lang)
+    buffer = io.BytesIO()
+    write_mo(buffer, catalog)
+    buffer.seek(0)
+    return Translations(buffer)
+
+
+def environment(template_dirs: Path | list[Path], lang: str) -> Environment:
+    """A Jinja2 environment for one language, with gettext installed (new style, trimmed).
+
+    Only ``.html`` templates are escaped; text parts and subjects are plain text.
+    """
+    env = Environment(
+        loader=FileSystemLoader(template_dirs),
+        autoescape=select_autoescape(["html"], default_for_string=False, default=False),
+        extensions=["jinja2.ext.i18n"],
+        keep_trailing_newline=True,
+        lstrip_blocks=True,
+    )
+    env.policies["ext.i18n.trimmed"] = True
+    env.install_gettext_translations(translations(lang), newstyle=True)  # type: ignore[attr-defined]
+    env.globals["lang"] = lang
+    return env

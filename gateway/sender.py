@@ -1,0 +1,163 @@
+"""Outbox delivery: render each due notification and send it through the relay, with retries.
+
+Without a relay (the embedded default) mails are written as ``.eml`` files to the outbox folder,
+so a newcomer can open exactly what the customer would get. A temporary failure (4xx, connection
+refused, timeout) is retried with exponential backoff; a permanent one (5xx) gives up at once with
+the reason recorded; a relay outage delays mail, never drops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import timedelta
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import default as default_policy
+from pathlib import Path
+
+import aiosmtplib
+from sqlalchemy.engine import Engine
+
+from gateway.links import ReplyAddresses
+from gateway.render import Envelope, Renderer, build_message
+from storage import outbox
+from storage.models import Notification, utcnow
+
+log = logging.getLogger("gateway.sender")
+
+MAX_ATTEMPTS = 12
+BASE_DELAY = timedelta(seconds=30)
+MAX_DELAY = timedelta(hours=2)
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    host: str
+    port: int
+    starttls: bool = False
+    user: str = ""
+    password: str = ""
+    timeout: float = 30.0
+
+
+class PermanentFailure(Exception):
+    """The relay refused the mail for good (5xx): retrying would not help."""
+
+
+class Sender:
+    def __init__(
+        self,
+        engine: Engine,
+        renderer: Renderer,
+        reply: ReplyAddresses,
+        *,
+        from_name: str,
+        from_address: str,
+        relay: RelayConfig | None,
+        outbox_dir: Path,
+    ) -> None:
+        self.engine = engine
+        self.renderer = renderer
+        self.reply = reply
+        self.from_name = from_name
+        self.from_address = from_address
+        self.relay = relay
+        self.outbox_dir = outbox_dir
+
+    async def deliver_due(self) -> int:
+        """Deliver every notification that is due now; return how many were attempted."""
+        rows = await asyncio.to_thread(outbox.claim_due, self.engine)
+        for row in rows:
+            await self._deliver_one(row)
+        return len(rows)
+
+    async def _deliver_one(self, row: Notification) -> None:
+        assert row.id is not None
+        try:
+            message = self.compose(row)
+            if row.raw is None:
+                await asyncio.to_thread(
+                    outbox.record_rendered, self.engine, row.id, str(message["Subject"]),
+                    message.as_bytes(),
+                )
+            await self._send(message, row)
+        except PermanentFailure as exc:
+            log.warning("notification %s to %s refused for good: %s", row.id, row.recipient, exc)
+            await asyncio.to_thread(outbox.mark_failed, self.engine, row.id, str(exc))
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            if row.attempts >= MAX_ATTEMPTS:
+                log.error("notification %s gave up after %d attempts: %s", row.id, row.attempts,
+                          reason)
+                await asyncio.to_thread(outbox.mark_failed, self.engine, row.id, reason)
+                return
+            delay = min(BASE_DELAY * 2 ** (row.attempts - 1), MAX_DELAY)
+            log.info("notification %s will retry in %s: %s", row.id, delay, reason)
+            await asyncio.to_thread(outbox.mark_retry, self.engine, row.id, reason,
+                                    utcnow() + delay)
+        else:
+            log.info("notification %s (%s, ticket %s) sent to %s", row.id, row.event,
+                     row.ticket_id, row.recipient)
+            await asyncio.to_thread(outbox.mark_sent, self.engine, row.id)
+
+    def compose(self, row: Notification) -> EmailMessage:
+        """The mail of a notification: as first rendered if it was, else rendered now."""
+        if row.raw is not None:
+            parsed = BytesParser(policy=default_policy).parsebytes(row.raw)
+            assert isinstance(parsed, EmailMessage)
+            return parsed
+        context = json.loads(row.context)
+        rendered = self.renderer.render(row.event, row.language, context)
+        number = context.get("ticket_number")
+        envelope = Envelope(
+            from_name=self.from_name,
+            from_address=self.from_address,
+            to_name=context.get("contact_name", ""),
+            to_address=row.recipient,
+            reply_to=self.reply.address(number) if number else self.from_address,
+            message_id=row.message_id,
+            in_reply_to=row.in_reply_to,
+            references=tuple((row.references or "").split()),
+            language=row.language,
+        )
+        return build_message(rendered, envelope)
+
+    async def _send(self, message: EmailMessage, row: Notification) -> None:
+        if self.relay is None:
+            await asyncio.to_thread(self._write_eml, message, row)
+            return
+        try:
+            await aiosmtplib.send(
+                message,
+                sender=self.from_address,
+                recipients=[row.recipient],
+                hostname=self.relay.host,
+                port=self.relay.port,
+                start_tls=self.relay.starttls,
+                username=self.relay.user or None,
+                password=self.relay.password or None,
+                timeout=self.relay.timeout,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            if all(500 <= code < 600 for code in codes):
+                raise PermanentFailure(str(exc)) from exc
+            raise
+        except aiosmtplib.SMTPResponseException as exc:
+            if 500 <= exc.code < 600:
+                raise PermanentFailure(f"{exc.code} {exc.message}") from exc
+            raise
+
+    def _write_eml(self, message: EmailMessage, row: Notification) -> None:
+        self.outbox_dir.mkdir(parents=True, exist_ok=True)
+        number = json.loads(row.context).get("ticket_number", "none")
+        target = self.outbox_dir / f"{row.id:06d}-ticket{number}-{row.event}.eml"
+        fd, tmp = tempfile.mkstemp(dir=self.outbox_dir, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(message.as_bytes())
+        os.replace(tmp, target)

@@ -1,0 +1,173 @@
+"""One gateway process: SMTP server, ingest worker, outbox sender and web site on one event loop.
+
+Blocking work (disk, database, parsing) runs in worker threads, so a large mail never stalls
+acceptance. Several such processes may share one PostgreSQL database: both queues are claimed
+with ``FOR UPDATE SKIP LOCKED``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from dataclasses import dataclass, field
+
+import uvicorn
+from sqlalchemy.engine import Engine
+
+from gateway.ingest import Ingestor
+from gateway.links import ReplyAddresses
+from gateway.render import Renderer
+from gateway.sender import RelayConfig, Sender
+from gateway.settings import Settings
+from gateway.smtp_server import GatewayHandler, bind, start_server
+from gateway.workflow import Workflow
+from storage import inbound
+from storage.blobs import BlobStore
+from storage.db import make_engine
+from web.app import create_app
+
+log = logging.getLogger("gateway.service")
+
+
+@dataclass
+class Parts:
+    """Everything one process needs, built once from the settings."""
+
+    settings: Settings
+    engine: Engine
+    blobs: BlobStore
+    ingestor: Ingestor
+    sender: Sender
+    inbound_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    outbound_ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def build(settings: Settings, engine: Engine | None = None) -> Parts:
+    engine = engine or make_engine(settings.database_url)
+    blobs = BlobStore(settings.storage_dir)
+    reply = ReplyAddresses(str(settings.secret_key), settings.support_address)
+    workflow = Workflow(support_address=settings.support_address, public_url=settings.public_url,
+                        brand=settings.from_name)
+    ingestor = Ingestor(engine, blobs, workflow, reply, support_address=settings.support_address)
+    relay = None
+    if settings.relay_host:
+        relay = RelayConfig(settings.relay_host, settings.relay_port, settings.relay_starttls,
+                            settings.relay_user, str(settings.relay_password))
+    sender = Sender(engine, Renderer(), reply, from_name=settings.from_name,
+                    from_address=settings.support_address, relay=relay,
+                    outbox_dir=settings.outbox_dir)
+    return Parts(settings, engine, blobs, ingestor, sender)
+
+
+class Service:
+    """Starts and stops the parts; ``smtp_port`` and ``web_port`` are known once started."""
+
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.parts = build(settings, engine)
+        self.smtp_port = 0
+        self.web_port = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._smtp: asyncio.Server | None = None
+        self._web: uvicorn.Server | None = None
+
+    async def start(self) -> None:
+        parts, settings = self.parts, self.settings
+        smtp_sock = bind(settings.smtp_host, settings.smtp_port)
+        web_sock = bind(settings.web_host, settings.web_port)
+        self.smtp_port = smtp_sock.getsockname()[1]
+        self.web_port = web_sock.getsockname()[1]
+
+        loop = asyncio.get_running_loop()
+        handler = GatewayHandler(
+            settings.accepts_recipient,
+            self._store,
+            on_stored=lambda: loop.call_soon_threadsafe(parts.inbound_ready.set),
+        )
+        self._smtp = await start_server(handler, smtp_sock, hostname=_smtp_hostname(settings),
+                                        max_size=settings.smtp_max_size)
+        app = create_app(settings, parts.engine)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        self._web = uvicorn.Server(config)
+        self._tasks = [
+            asyncio.create_task(self._web.serve(sockets=[web_sock]), name="web"),
+            asyncio.create_task(self._ingest_loop(), name="ingest"),
+            asyncio.create_task(self._send_loop(), name="sender"),
+        ]
+        while not self._web.started:
+            await asyncio.sleep(0.01)
+            if self._tasks[0].done():
+                self._tasks[0].result()  # surface why the web server could not start
+        log.info("SMTP on %s:%d, web on %s:%d", settings.smtp_host, self.smtp_port,
+                 settings.web_host, self.web_port)
+
+    async def stop(self) -> None:
+        if self._smtp is not None:
+            self._smtp.close()
+            await self._smtp.wait_closed()
+        if self._web is not None:
+            self._web.should_exit = True
+        for task in self._tasks[1:]:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.parts.engine.dispose()
+
+    def _store(self, raw: bytes, mail_from: str, rcpt_tos: tuple[str, ...], peer: str) -> int:
+        return inbound.enqueue(self.parts.engine, self.parts.blobs, raw, channel="smtp",
+                               source=peer, mail_from=mail_from, rcpt_to=rcpt_tos)
+
+    async def _ingest_loop(self) -> None:
+        parts = self.parts
+        while True:
+            parts.inbound_ready.clear()
+            try:
+                outcome = await asyncio.to_thread(parts.ingestor.process_next)
+            except Exception:  # the database is away: wait, then try again
+                log.exception("ingest loop could not claim a mail")
+                outcome = None
+            if outcome is not None:
+                parts.outbound_ready.set()
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(parts.inbound_ready.wait(),
+                                       self.settings.worker_poll_seconds)
+
+    async def _send_loop(self) -> None:
+        parts = self.parts
+        while True:
+            parts.outbound_ready.clear()
+            try:
+                sent = await parts.sender.deliver_due()
+            except Exception:
+                log.exception("sender loop could not claim notifications")
+                sent = 0
+            if sent:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(parts.outbound_ready.wait(),
+                                       self.settings.worker_poll_seconds)
+
+
+def _smtp_hostname(settings: Settings) -> str:
+    return settings.support_domains[0] if settings.support_domains else socket.getfqdn()
+
+
+async def run_forever(settings: Settings, banner: str = "") -> None:
+    service = Service(settings)
+    await service.start()
+    print(
+        f"helpdesk gateway running\n"
+        f"  SMTP  {settings.smtp_host}:{service.smtp_port}  (mail to {settings.support_address})\n"
+        f"  web   http://{settings.web_host}:{service.web_port}/\n"
+        f"  mail  {'relay ' + settings.relay_host if settings.relay_host else settings.outbox_dir}"
+        f"{banner}",
+        flush=True,
+    )
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await service.stop()

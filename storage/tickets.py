@@ -1,0 +1,70 @@
+"""Queries on organizations, contacts and tickets, each one indexed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from storage.models import (
+    COMPLETED_STATUSES,
+    OPEN_STATUSES,
+    Contact,
+    Counter,
+    Message,
+    Notification,
+    OrganizationDomain,
+    Ticket,
+)
+
+
+def next_ticket_number(session: Session) -> int:
+    """Take the next human ticket number inside the caller's transaction."""
+    result = session.execute(
+        update(Counter)
+        .where(col(Counter.name) == "ticket")
+        .values(value=Counter.value + 1)
+        .returning(Counter.value)
+    )
+    return int(result.scalar_one())
+
+
+def contact_by_email(session: Session, email: str) -> Contact | None:
+    return session.exec(select(Contact).where(Contact.email == email.strip().lower())).first()
+
+
+def organization_id_for_domain(session: Session, domain: str) -> int | None:
+    row = session.get(OrganizationDomain, domain.strip().lower())
+    return row.organization_id if row else None
+
+
+def ticket_by_number(session: Session, number: int) -> Ticket | None:
+    return session.exec(select(Ticket).where(Ticket.number == number)).first()
+
+
+def ticket_by_message_ids(session: Session, message_ids: Sequence[str]) -> list[Ticket]:
+    """Tickets of messages we received or sent with one of these Message-IDs."""
+    if not message_ids:
+        return []
+    ids = list(message_ids)
+    received = select(Message.ticket_id).where(col(Message.message_id).in_(ids))
+    sent = select(Notification.ticket_id).where(col(Notification.message_id).in_(ids))
+    ticket_ids = {tid for tid in session.exec(received.union(sent)).all() if tid is not None}  # type: ignore[call-overload]
+    if not ticket_ids:
+        return []
+    return list(session.exec(select(Ticket).where(col(Ticket.id).in_(ticket_ids))).all())
+
+
+def tickets_of_organization(session: Session, organization_id: int, group: str) -> list[Ticket]:
+    """The customer-area lists: open, completed, or to rate (completed and rated or rateable)."""
+    query = select(Ticket).where(Ticket.organization_id == organization_id)
+    if group == "open":
+        query = query.where(col(Ticket.status).in_(OPEN_STATUSES))
+    elif group == "completed":
+        query = query.where(col(Ticket.status).in_(COMPLETED_STATUSES))
+    elif group == "to_rate":
+        query = query.where(col(Ticket.status) == "resolved")
+    else:
+        raise ValueError(f"unknown ticket group {group!r}")
+    return list(session.exec(query.order_by(col(Ticket.created_at).desc())).all())

@@ -1,0 +1,65 @@
+"""The web application, assembled in one place: routes, middleware, shared state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from gateway.settings import Settings
+from web import auth, tickets
+from web.pages import Pages
+from web.throttle import LoginThrottle
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+async def home(request: Request) -> Response:
+    return RedirectResponse("/tickets", status_code=303)
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    auth.current_contact(request)
+    return request.app.state.pages.render(request, "error.html", {"error": "not_found"}, 404)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    # Never a stack trace to a user: the details go to the log (uvicorn logs the exception).
+    return request.app.state.pages.render(request, "error.html", {"error": "server"}, 500)
+
+
+def create_app(settings: Settings, engine: Engine) -> Starlette:
+    app = Starlette(
+        routes=[
+            Route("/", home),
+            Route("/login", auth.login_page, methods=["GET"]),
+            Route("/login", auth.login_submit, methods=["POST"]),
+            Route("/logout", auth.logout, methods=["POST"]),
+            Route("/tickets", tickets.list_page),
+            Route("/tickets/{number:int}", tickets.detail_page),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ],
+        middleware=[
+            Middleware(
+                SessionMiddleware,
+                secret_key=str(settings.secret_key),
+                session_cookie="helpdesk_session",
+                max_age=8 * 3600,
+                same_site="lax",
+                https_only=settings.public_url.startswith("https://"),
+            )
+        ],
+        exception_handlers={404: not_found, 500: server_error},
+    )
+    app.state.engine = engine
+    app.state.settings = settings
+    app.state.pages = Pages()
+    app.state.login_throttle = LoginThrottle()
+    return app

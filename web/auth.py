@@ -1,0 +1,80 @@
+"""Login and logout of contacts (email + password, argon2, throttled; "remember user")."""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from storage.models import Contact
+from storage.passwords import verify_password
+from storage.tickets import contact_by_email
+from web import csrf
+
+REMEMBER_COOKIE = "remembered_email"
+REMEMBER_SECONDS = 180 * 24 * 3600
+
+
+def current_contact(request: Request) -> Contact | None:
+    """The logged-in contact, also kept on ``request.state`` for the page templates."""
+    contact_id = request.session.get("contact_id")
+    contact = None
+    if contact_id is not None:
+        with Session(request.app.state.engine) as session:
+            contact = session.get(Contact, contact_id)
+        if contact is None or not contact.active or contact.state != "verified":
+            request.session.clear()
+            contact = None
+    request.state.contact = contact
+    return contact
+
+
+async def login_page(request: Request) -> Response:
+    if current_contact(request) is not None:
+        return RedirectResponse("/tickets", status_code=303)
+    email = request.cookies.get(REMEMBER_COOKIE, "")
+    return request.app.state.pages.render(
+        request, "login.html", {"email": email, "remember": bool(email)}
+    )
+
+
+async def login_submit(request: Request) -> Response:
+    form = await request.form()
+    email = str(form.get("email", "")).strip().lower()
+    password = str(form.get("password", ""))
+    remember = form.get("remember") == "on"
+    pages = request.app.state.pages
+    throttle = request.app.state.login_throttle
+    client = request.client.host if request.client else "unknown"
+
+    def again(error: str, status_code: int) -> Response:
+        context = {"email": email, "remember": remember, "error": error}
+        return pages.render(request, "login.html", context, status_code=status_code)
+
+    if not csrf.valid(request, form.get(csrf.FIELD)):
+        return again("csrf", 400)
+    if throttle.blocked(f"email:{email}", f"ip:{client}"):
+        return again("throttled", 429)
+    with Session(request.app.state.engine) as session:
+        contact = contact_by_email(session, email) if email else None
+    ok = verify_password(contact.password_hash if contact else None, password)
+    if not ok or contact is None or not contact.active or contact.state != "verified":
+        throttle.failed(f"email:{email}", f"ip:{client}")
+        return again("credentials", 401)
+    throttle.succeeded(f"email:{email}")
+    request.session.clear()  # a new session on login: no fixation
+    request.session["contact_id"] = contact.id
+    response = RedirectResponse("/tickets", status_code=303)
+    if remember:
+        response.set_cookie(REMEMBER_COOKIE, email, max_age=REMEMBER_SECONDS, httponly=True,
+                            samesite="lax", secure=request.url.scheme == "https")
+    else:
+        response.delete_cookie(REMEMBER_COOKIE)
+    return response
+
+
+async def logout(request: Request) -> Response:
+    form = await request.form()
+    if csrf.valid(request, form.get(csrf.FIELD)):
+        request.session.clear()
+    return RedirectResponse("/login", status_code=303)
