@@ -59,7 +59,7 @@ def parse(raw: bytes) -> ParsedMail:
 
     headers = {name.lower(): _header_text(value) for name, value in (mail.headers or {}).items()}
     from_name, from_address = _first_address(mail.from_)
-    text = "\n".join(mail.text_plain).strip() if mail.text_plain else ""
+    text = _lines("\n".join(mail.text_plain)).strip() if mail.text_plain else ""
     raw_html = "\n".join(mail.text_html) if mail.text_html else None
     safe_html = sanitize_html(raw_html) if raw_html else None
     if not text and raw_html:
@@ -142,6 +142,11 @@ def _header_text(value: object) -> str:
             return ", ".join(addr for _name, addr in value)
         return " ".join(str(v) for v in value)
     return str(value)
+
+
+def _lines(value: str) -> str:
+    """Unix line ends: mail travels with CRLF (RFC 5322 §2.1), pages and tests want LF."""
+    return value.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _one_line(value: str) -> str:

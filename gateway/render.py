@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -21,6 +22,10 @@ from gateway.i18n import ROOT, environment, pick_language
 from storage.models import utcnow
 
 TEMPLATE_DIR = ROOT / "templates" / "email"
+
+# CRLF line ends for the wire. Headers fold only past 998 characters (RFC 5322 §2.1.1): the
+# stdlib's folding at 78 breaks a subject that starts with "[#1001]" right after "Subject:".
+WIRE_POLICY = policy.SMTP.clone(max_line_length=998)
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,10 @@ def build_message(rendered: RenderedMail, envelope: Envelope) -> EmailMessage:
     msg.set_content(rendered.text, cte="quoted-printable")
     msg.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
     return msg
+
+
+def to_bytes(message: EmailMessage) -> bytes:
+    return message.as_bytes(policy=WIRE_POLICY)
 
 
 def new_message_id(domain: str, kind: str) -> str:

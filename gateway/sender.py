@@ -16,15 +16,13 @@ import tempfile
 from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
-from email.parser import BytesParser
-from email.policy import default as default_policy
 from pathlib import Path
 
 import aiosmtplib
 from sqlalchemy.engine import Engine
 
 from gateway.links import ReplyAddresses
-from gateway.render import Envelope, Renderer, build_message
+from gateway.render import Envelope, Renderer, build_message, to_bytes
 from storage import outbox
 from storage.models import Notification, utcnow
 
@@ -79,13 +77,14 @@ class Sender:
     async def _deliver_one(self, row: Notification) -> None:
         assert row.id is not None
         try:
-            message = self.compose(row)
-            if row.raw is None:
+            raw = row.raw
+            if raw is None:
+                message = self.compose(row)
+                raw = to_bytes(message)
                 await asyncio.to_thread(
-                    outbox.record_rendered, self.engine, row.id, str(message["Subject"]),
-                    message.as_bytes(),
+                    outbox.record_rendered, self.engine, row.id, str(message["Subject"]), raw
                 )
-            await self._send(message, row)
+            await self._send(raw, row)
         except PermanentFailure as exc:
             log.warning("notification %s to %s refused for good: %s", row.id, row.recipient, exc)
             await asyncio.to_thread(outbox.mark_failed, self.engine, row.id, str(exc))
@@ -106,11 +105,7 @@ class Sender:
             await asyncio.to_thread(outbox.mark_sent, self.engine, row.id)
 
     def compose(self, row: Notification) -> EmailMessage:
-        """The mail of a notification: as first rendered if it was, else rendered now."""
-        if row.raw is not None:
-            parsed = BytesParser(policy=default_policy).parsebytes(row.raw)
-            assert isinstance(parsed, EmailMessage)
-            return parsed
+        """Render the mail of a notification from its template and recorded context."""
         context = json.loads(row.context)
         rendered = self.renderer.render(row.event, row.language, context)
         number = context.get("ticket_number")
@@ -127,13 +122,14 @@ class Sender:
         )
         return build_message(rendered, envelope)
 
-    async def _send(self, message: EmailMessage, row: Notification) -> None:
+    async def _send(self, raw: bytes, row: Notification) -> None:
+        """Send the recorded bytes, so what the customer gets is exactly what we kept."""
         if self.relay is None:
-            await asyncio.to_thread(self._write_eml, message, row)
+            await asyncio.to_thread(self._write_eml, raw, row)
             return
         try:
             await aiosmtplib.send(
-                message,
+                raw,
                 sender=self.from_address,
                 recipients=[row.recipient],
                 hostname=self.relay.host,
@@ -153,11 +149,11 @@ class Sender:
                 raise PermanentFailure(f"{exc.code} {exc.message}") from exc
             raise
 
-    def _write_eml(self, message: EmailMessage, row: Notification) -> None:
+    def _write_eml(self, raw: bytes, row: Notification) -> None:
         self.outbox_dir.mkdir(parents=True, exist_ok=True)
         number = json.loads(row.context).get("ticket_number", "none")
         target = self.outbox_dir / f"{row.id:06d}-ticket{number}-{row.event}.eml"
         fd, tmp = tempfile.mkstemp(dir=self.outbox_dir, prefix=".tmp-")
         with os.fdopen(fd, "wb") as handle:
-            handle.write(message.as_bytes())
+            handle.write(raw)
         os.replace(tmp, target)

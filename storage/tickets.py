@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
 from storage.models import (
@@ -50,10 +50,8 @@ def ticket_by_message_ids(session: Session, message_ids: Sequence[str]) -> list[
     ids = list(message_ids)
     received = select(Message.ticket_id).where(col(Message.message_id).in_(ids))
     sent = select(Notification.ticket_id).where(col(Notification.message_id).in_(ids))
-    ticket_ids = {tid for tid in session.exec(received.union(sent)).all() if tid is not None}  # type: ignore[call-overload]
-    if not ticket_ids:
-        return []
-    return list(session.exec(select(Ticket).where(col(Ticket.id).in_(ticket_ids))).all())
+    query = select(Ticket).where(or_(col(Ticket.id).in_(received), col(Ticket.id).in_(sent)))
+    return list(session.exec(query).all())
 
 
 def tickets_of_organization(session: Session, organization_id: int, group: str) -> list[Ticket]:

@@ -1,0 +1,38 @@
+# The two commands of README.md: `make run` and `make test`. Both set everything up first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test check bench install system i18n clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+system:
+	bash scripts/setup-system.sh
+
+# Set up, migrate, seed the demo organization if the database is empty, and serve.
+run: install
+	$(BIN)/helpdesk serve --demo
+
+# Set up the same way, then lint and run the whole suite.
+test: install system
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+check: install
+	$(BIN)/ruff check .
+
+# Re-extract user-facing strings and merge them into the catalogs (then translate locale/es).
+i18n: install
+	$(BIN)/pybabel extract -F babel.cfg -o locale/messages.pot --no-location --omit-header .
+	$(BIN)/pybabel update -i locale/messages.pot -d locale --no-location -w 100
+
+clean:
+	rm -rf var .pytest_cache
