@@ -87,9 +87,9 @@ def build_message(rendered: RenderedMail, envelope: Envelope) -> EmailMessage:
     # the Microsoft header keeps Exchange and Outlook out-of-office replies away too.
     msg["Auto-Submitted"] = "auto-generated"
     msg["X-Auto-Response-Suppress"] = "All"
-    msg["Content-Language"] = envelope.language
     msg.set_content(rendered.text, cte="quoted-printable")
     msg.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
+    msg["Content-Language"] = envelope.language  # after set_content, which clears Content-*
     return msg
 
 

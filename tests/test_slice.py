@@ -115,3 +115,13 @@ def test_login_without_csrf_token_is_refused(gateway):
 def _ticket_count(engine) -> int:
     with Session(engine) as session:
         return len(session.exec(select(Ticket)).all())
+
+
+def test_pages_follow_the_contact_language(gateway):
+    # Lucía's language is English: after login her ticket lists are in English.
+    with httpx.Client(base_url=gateway.web_url, follow_redirects=True,
+                      headers={"Accept-Language": "es-ES,es;q=0.9"}) as web:
+        assert "Acceso clientes" in web.get("/login").text
+        response = login(web, "lucia.martin@clinicadental-sur.com", PASSWORD)
+        assert "Open tickets" in response.text
+        assert "Tickets abiertos" not in response.text

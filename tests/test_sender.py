@@ -1,0 +1,106 @@
+"""Outbox delivery: to a folder without relay, or through a real SMTP relay with retries."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from datetime import timedelta
+
+import pytest
+from sqlmodel import Session, select
+
+from gateway.service import build
+from storage import inbound
+from storage.models import Notification, utcnow
+from tests.conftest import load_mail, parse_mail
+
+
+def queue_received(parts, name: str = "outlook-new-request-es.eml") -> Notification:
+    queue_id = inbound.enqueue(parts.engine, parts.blobs, load_mail(name), channel="file")
+    assert parts.ingestor.process_next(queue_id).outcome == "created"
+    with Session(parts.engine) as session:
+        return session.exec(select(Notification)).one()
+
+
+def reload(parts, notification_id: int) -> Notification:
+    with Session(parts.engine) as session:
+        return session.get(Notification, notification_id)
+
+
+@pytest.fixture
+def relayed(settings, directory, smtp_sink):
+    _sink, port = smtp_sink
+    return build(dataclasses.replace(settings, relay_host="127.0.0.1", relay_port=port), directory)
+
+
+def test_without_relay_mail_is_written_to_the_outbox_folder(parts, settings):
+    # The embedded default: the "received" mail lands as an .eml a newcomer can open.
+    note = queue_received(parts)
+    assert asyncio.run(parts.sender.deliver_due()) == 1
+    (eml,) = settings.outbox_dir.glob("*.eml")
+    assert eml.name.endswith("-ticket1001-received.eml")
+    mail = parse_mail(eml.read_bytes())
+    assert mail["Message-ID"] == note.message_id
+    assert mail["Subject"].startswith("[#1001] Hemos recibido tu solicitud")
+    assert reload(parts, note.id).state == "sent"
+
+
+def test_contact_language_english_gets_english_mail(parts, settings):
+    # Lucía's language is English: her "received" mail and its refusal notice are in English.
+    queue_received(parts, "thunderbird-exe-and-pdf-en.eml")
+    asyncio.run(parts.sender.deliver_due())
+    (eml,) = settings.outbox_dir.glob("*.eml")
+    mail = parse_mail(eml.read_bytes())
+    assert mail["Subject"] == ("[#1001] We have received your request: "
+                               "Installer for the new appointment module")
+    body = mail.get_body(("plain",)).get_content()
+    assert "setup_citas.exe: this type of file is not accepted" in body
+    assert mail["Content-Language"] == "en"
+
+
+def test_temporary_refusal_is_retried_later_with_the_same_bytes(relayed, smtp_sink):
+    # A 451 from the relay leaves the mail queued with backoff; the retry sends what was recorded.
+    sink, _port = smtp_sink
+    note = queue_received(relayed)
+    sink.refuse = "451 4.3.0 Mailbox temporarily unavailable"
+    asyncio.run(relayed.sender.deliver_due())
+    after = reload(relayed, note.id)
+    assert (after.state, after.attempts) == ("queued", 1)
+    assert "451" in after.last_error
+    assert after.next_attempt_at > utcnow() + timedelta(seconds=20)
+    assert asyncio.run(relayed.sender.deliver_due()) == 0  # not due yet
+
+    sink.refuse = None
+    with Session(relayed.engine) as session:
+        row = session.get(Notification, note.id)
+        row.next_attempt_at = utcnow()
+        session.add(row)
+        session.commit()
+    asyncio.run(relayed.sender.deliver_due())
+    final = reload(relayed, note.id)
+    assert (final.state, final.attempts) == ("sent", 2)
+    assert sink.messages[0][2].replace(b"\r\n", b"\n") == final.raw.replace(b"\r\n", b"\n")
+
+
+def test_permanent_refusal_gives_up_with_the_reason(relayed, smtp_sink):
+    # A 550 is final: the notification is failed at once, with the relay's words kept.
+    sink, _port = smtp_sink
+    note = queue_received(relayed)
+    sink.refuse = "550 5.1.1 User unknown"
+    asyncio.run(relayed.sender.deliver_due())
+    after = reload(relayed, note.id)
+    assert (after.state, after.attempts) == ("failed", 1)
+    assert "User unknown" in after.last_error
+
+
+def test_relay_down_delays_mail_without_dropping_it(parts, settings):
+    # Nobody listens on the relay port: connection refused is temporary, the mail stays queued.
+    from tests.conftest import free_port
+
+    down = build(dataclasses.replace(settings, relay_host="127.0.0.1", relay_port=free_port()),
+                 parts.engine)
+    note = queue_received(down)
+    asyncio.run(down.sender.deliver_due())
+    after = reload(down, note.id)
+    assert (after.state, after.attempts) == ("queued", 1)
+    assert after.last_error
