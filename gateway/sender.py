@@ -100,8 +100,8 @@ class Sender:
             await asyncio.to_thread(outbox.mark_retry, self.engine, row.id, reason,
                                     utcnow() + delay)
         else:
-            log.info("notification %s (%s, ticket %s) sent to %s", row.id, row.event,
-                     row.ticket_id, row.recipient)
+            log.info("notification %s %s %s delivered to %s", row.id, row.event,
+                     row.message_id, row.recipient)
             await asyncio.to_thread(outbox.mark_sent, self.engine, row.id)
 
     def compose(self, row: Notification) -> EmailMessage:
