@@ -49,6 +49,7 @@ class Settings:
     web_port: int
     from_name: str
     default_language: str
+    timezone: str
     worker_poll_seconds: float
 
     @classmethod
@@ -82,6 +83,7 @@ class Settings:
             web_port=int(get("WEB_PORT", "8000")),
             from_name=get("FROM_NAME", "Soporte"),
             default_language=get("DEFAULT_LANGUAGE", "es"),
+            timezone=get("TIMEZONE", "Europe/Madrid"),
             worker_poll_seconds=float(get("WORKER_POLL_SECONDS", "1.0")),
         )
 

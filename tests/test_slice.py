@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import smtplib
+from zoneinfo import ZoneInfo
 
 import httpx
 from sqlmodel import Session, select
@@ -73,6 +74,8 @@ def test_mail_over_smtp_becomes_ticket_notified_and_listed(gateway, smtp_sink, d
         assert "#1001" in response.text
         assert "Error al generar la factura de noviembre" in response.text
         assert "Esperando por ayuda" in response.text
+        madrid = ticket.created_at.astimezone(ZoneInfo("Europe/Madrid"))
+        assert madrid.strftime("%d/%m/%Y %H:%M") in response.text  # shown in Madrid time
         page = web.get("/tickets/1001")
         assert page.status_code == 200
         assert "código 4012" in page.text

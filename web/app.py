@@ -60,6 +60,6 @@ def create_app(settings: Settings, engine: Engine) -> Starlette:
     )
     app.state.engine = engine
     app.state.settings = settings
-    app.state.pages = Pages()
+    app.state.pages = Pages(settings.timezone)
     app.state.login_throttle = LoginThrottle()
     return app

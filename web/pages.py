@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from jinja2 import Environment
 from starlette.requests import Request
@@ -18,10 +20,13 @@ EMAIL_TEMPLATES = ROOT / "templates" / "email"
 
 
 class Pages:
-    def __init__(self) -> None:
-        self._envs: dict[str, Environment] = {
-            lang: environment([WEB_TEMPLATES, EMAIL_TEMPLATES], lang) for lang in LANGUAGES
-        }
+    def __init__(self, timezone: str = "Europe/Madrid") -> None:
+        zone = ZoneInfo(timezone)
+        self._envs: dict[str, Environment] = {}
+        for lang in LANGUAGES:
+            env = environment([WEB_TEMPLATES, EMAIL_TEMPLATES], lang)
+            env.filters["local"] = lambda moment, zone=zone: _local(moment, zone)
+            self._envs[lang] = env
 
     def render(
         self, request: Request, name: str, context: dict[str, Any] | None = None,
@@ -34,6 +39,13 @@ class Pages:
         )
         return HTMLResponse(page, status_code=status_code,
                             headers={"Content-Language": lang, "Cache-Control": "no-store"})
+
+
+def _local(moment: datetime, zone: ZoneInfo) -> str:
+    """A stored UTC time as the customer reads it: day/month/year and hour in their zone."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(zone).strftime("%d/%m/%Y %H:%M")
 
 
 def language_of(request: Request) -> str:
