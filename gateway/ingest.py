@@ -1,8 +1,9 @@
 """Runs one queued mail: parse → rules → correlate → store, in one transaction.
 
 Its sole purpose in life is to turn a row of the inbound queue into a ticket, a reply, or a
-recorded rejection. If anything raises, the transaction is rolled back and the mail is kept as
-failed with its error (``helpdesk inbound retry`` queues it again); the loop goes on.
+recorded rejection. The rules are walked in the order of ``_dispose``; if anything raises, the
+transaction is rolled back and the mail is kept as failed with its error (``helpdesk inbound
+retry`` queues it again), and the loop goes on with the next mail.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -18,14 +20,41 @@ from gateway import attachments
 from gateway.correlate import Clues, clues
 from gateway.links import ReplyAddresses
 from gateway.parse import ParsedAttachment, ParsedMail, parse
+from gateway.quotes import split_reply
+from gateway.rules import autoreply, bounce, flood, loop
 from gateway.workflow import RefusedFile, Thread, Workflow
 from storage import inbound
 from storage.blobs import BlobStore
 from storage.db import transaction
 from storage.models import Attachment, Contact, InboundMessage, Message, Ticket, utcnow
-from storage.tickets import contact_by_email, ticket_by_message_ids, ticket_by_number
+from storage.tickets import (
+    catchall_organization,
+    contact_by_email,
+    messages_from_since,
+    notifications_by_message_ids,
+    organization_id_for_domain,
+    ticket_by_message_ids,
+    ticket_by_number,
+)
 
 log = logging.getLogger("gateway.ingest")
+
+OUTCOMES = ("created", "threaded", "duplicate", "autoreply", "bounce", "held", "rejected",
+            "failed")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The settings ingestion acts on."""
+
+    support_address: str
+    support_domains: tuple[str, ...]
+    unknown_senders: str = "reject"  # or "accept": tickets go to the catch-all organization
+    catchall_org_code: str = "SIN-CLASIFICAR"
+    reopen_days: int = 7
+    flood_limit: int = 40
+    flood_window_minutes: int = 10
+    max_attachment_size: int = attachments.DEFAULT_MAX_SIZE
 
 
 @dataclass(frozen=True)
@@ -41,7 +70,7 @@ class AttachmentOutcome:
 @dataclass(frozen=True)
 class Outcome:
     inbound_id: int
-    outcome: str  # created / threaded / duplicate / rejected / failed (more in later rules)
+    outcome: str  # one of OUTCOMES
     ticket: int | None
     reason: str | None
     sender: str
@@ -49,29 +78,25 @@ class Outcome:
     attachments: tuple[AttachmentOutcome, ...] = field(default=())
 
     def as_json(self) -> dict:
-        data = asdict(self)
-        data["from"] = data.pop("sender")
-        data["attachments"] = [asdict(a) for a in self.attachments]
-        return data
+        """The `helpdesk ingest --json` contract (without the file name)."""
+        return {
+            "outcome": self.outcome,
+            "ticket": self.ticket,
+            "reason": self.reason,
+            "from": self.sender,
+            "subject": self.subject,
+            "attachments": [asdict(a) for a in self.attachments],
+        }
 
 
 class Ingestor:
-    def __init__(
-        self,
-        engine: Engine,
-        blobs: BlobStore,
-        workflow: Workflow,
-        reply: ReplyAddresses,
-        *,
-        support_address: str,
-        max_attachment_size: int = attachments.DEFAULT_MAX_SIZE,
-    ) -> None:
+    def __init__(self, engine: Engine, blobs: BlobStore, workflow: Workflow,
+                 reply: ReplyAddresses, policy: Policy) -> None:
         self.engine = engine
         self.blobs = blobs
         self.workflow = workflow
         self.reply = reply
-        self.support_address = support_address.lower()
-        self.max_attachment_size = max_attachment_size
+        self.policy = policy
 
     def process_next(self, inbound_id: int | None = None) -> Outcome | None:
         """Process the oldest queued mail (or the one named); None when there is none."""
@@ -82,77 +107,171 @@ class Ingestor:
                 if row is None:
                     return None
                 claimed_id = row.id
-                outcome = self._process(session, row)
+                outcome = _Run(self, session, row).dispose()
         except Exception as exc:
             if claimed_id is None:
                 raise
+            reason = f"{type(exc).__name__}: {exc}"
             log.exception("inbound %s failed; kept for retry", claimed_id)
-            inbound.mark_failed(self.engine, claimed_id, f"{type(exc).__name__}: {exc}")
-            return Outcome(claimed_id, "failed", None, f"{type(exc).__name__}: {exc}", "", "")
-        log.info(
-            "inbound %s %s ticket=%s reason=%s from=%s",
-            outcome.inbound_id, outcome.outcome, outcome.ticket, outcome.reason, outcome.sender,
-        )
+            inbound.mark_failed(self.engine, claimed_id, reason)
+            return Outcome(claimed_id, "failed", None, reason, "", "")
+        log.info("inbound %s %s ticket=%s reason=%s from=%s", outcome.inbound_id,
+                 outcome.outcome, outcome.ticket, outcome.reason, outcome.sender)
         return outcome
 
-    def _process(self, session: Session, row: InboundMessage) -> Outcome:
+
+class _Run:
+    """One mail's way through the rules, inside the caller's transaction."""
+
+    def __init__(self, ingestor: Ingestor, session: Session, row: InboundMessage) -> None:
+        self.ing = ingestor
+        self.policy = ingestor.policy
+        self.session = session
+        self.row = row
+        self.mail: ParsedMail = parse(ingestor.blobs.get(row.raw_key))
+        row.header_message_id = self.mail.message_id
+
+    def finish(self, kind: str, ticket: Ticket | None, reason: str | None,
+               files: tuple[AttachmentOutcome, ...] = ()) -> Outcome:
+        row = self.row
+        row.state, row.outcome, row.reason = "done", kind, reason
+        row.ticket_id = ticket.id if ticket else None
+        row.processed_at = utcnow()
+        self.session.add(row)
         assert row.id is not None
-        mail = parse(self.blobs.get(row.raw_key))
-        row.header_message_id = mail.message_id
+        return Outcome(row.id, kind, ticket.number if ticket else None, reason,
+                       self.mail.from_address, self.mail.subject, files)
 
-        def finish(kind: str, ticket: Ticket | None, reason: str | None,
-                   files: tuple[AttachmentOutcome, ...] = ()) -> Outcome:
-            row.state = "done"
-            row.outcome = kind
-            row.reason = reason
-            row.ticket_id = ticket.id if ticket else None
-            row.processed_at = utcnow()
-            session.add(row)
-            return Outcome(row.id, kind, ticket.number if ticket else None, reason,  # type: ignore[arg-type]
-                           mail.from_address, mail.subject, files)
-
+    def dispose(self) -> Outcome:
+        mail, session = self.mail, self.session
         if mail.error:
-            return finish("failed", None, f"unparsable: {mail.error}")
-        earlier = inbound.earlier_copy(session, row)
+            return self.finish("failed", None, f"unparsable: {mail.error}")
+        earlier = inbound.earlier_copy(session, self.row)
         if earlier is not None:
             ticket = session.get(Ticket, earlier.ticket_id) if earlier.ticket_id else None
-            return finish("duplicate", ticket, f"same mail as inbound {earlier.id}")
-        if mail.from_address == self.support_address:
-            return finish("rejected", None, "our own mail")
-        contact = contact_by_email(session, mail.from_address) if mail.from_address else None
-        if contact is None or contact.state != "verified" or not contact.active:
-            return finish("rejected", None, "unknown sender")
+            return self.finish("duplicate", ticket, f"same mail as inbound {earlier.id}")
+        found_bounce = bounce.check(mail, self._envelope_sender())
+        if found_bounce is not None:
+            return self._bounce(found_bounce)
+        own_id = bool(mail.message_id) and any(
+            mail.message_id.endswith(f"@{d}>") for d in self.policy.support_domains)  # type: ignore[union-attr]
+        looped = loop.check(mail, self.policy.support_domains, own_id)
+        if looped:
+            return self.finish("rejected", None, looped)
+        if not mail.from_address:
+            return self.finish("rejected", None, "no sender address")
+        contact = contact_by_email(session, mail.from_address)
+        automatic = autoreply.check(mail)
+        if automatic:
+            return self._autoreply(contact, automatic)
+        if contact is not None and contact.state == "verified" and contact.active:
+            window = timedelta(minutes=self.policy.flood_window_minutes)
+            recent = messages_from_since(session, mail.from_address, utcnow() - window)
+            flooded = flood.check(recent, self.policy.flood_limit,
+                                  self.policy.flood_window_minutes)
+            if flooded:
+                return self.finish("rejected", None, flooded)
+            return self._from_contact(contact)
+        return self._from_stranger(contact)
 
-        checked = [(a, attachments.check(a.payload, self.max_attachment_size))
-                   for a in mail.attachments]
-        found = clues(mail, row.rcpt_to.split(","), self.reply)
-        ticket = self._find_ticket(session, contact, found)
-        kind = "threaded"
+    # ------------------------------------------------------------------ outcomes
+
+    def _from_contact(self, contact: Contact) -> Outcome:
+        ticket = self._find_ticket(contact)
+        checked = self._check_files()
+        if ticket is not None and not self._reopenable(ticket):
+            new = self.ing.workflow.open_ticket(
+                self.session, requester=contact, subject=self._subject(), channel="email",
+                thread=self._thread(), refused=self._refused(checked), linked_ticket=ticket)
+            files = self._store(new, contact, checked, split=True)
+            return self.finish("created", new, f"follows {ticket.status} ticket {ticket.number}",
+                               files)
+        if ticket is not None:
+            self.ing.workflow.customer_replied(self.session, ticket, contact)
+            return self.finish("threaded", ticket, None,
+                               self._store(ticket, contact, checked, split=True))
+        new = self.ing.workflow.open_ticket(
+            self.session, requester=contact, subject=self._subject(), channel="email",
+            thread=self._thread(), refused=self._refused(checked))
+        return self.finish("created", new, None, self._store(new, contact, checked, split=False))
+
+    def _from_stranger(self, contact: Contact | None) -> Outcome:
+        """Senders who are not verified contacts: held, accepted for the team, or rejected."""
+        session, mail = self.session, self.mail
+        if contact is not None and contact.state == "rejected":
+            return self.finish("rejected", None, "sender rejected by the organization")
+        if contact is not None and contact.state == "pending":
+            held = self._find_ticket(contact)
+            checked = self._check_files()
+            if held is not None and held.status == "held":
+                return self.finish("held", held, "sender pending verification",
+                                   self._store(held, contact, checked, split=True))
+            ticket = self.ing.workflow.hold_for_verification(
+                session, sender=contact, subject=self._subject(), channel="email", request=False)
+            return self.finish("held", ticket, "sender pending verification",
+                               self._store(ticket, contact, checked, split=False))
+        domain = mail.from_address.rpartition("@")[2]
+        org_id = organization_id_for_domain(session, domain)
+        if org_id is not None:
+            stranger = self._new_contact(org_id, "pending")
+            ticket = self.ing.workflow.hold_for_verification(
+                session, sender=stranger, subject=self._subject(), channel="email")
+            return self.finish("held", ticket, "sender pending verification",
+                               self._store(ticket, stranger, self._check_files(), split=False))
+        if self.policy.unknown_senders == "accept":
+            org = catchall_organization(session, self.policy.catchall_org_code)
+            assert org.id is not None
+            stranger = contact or self._new_contact(org.id, "external")
+            # No mail back to a sender nobody knows: that would be backscatter to spammers.
+            ticket = self.ing.workflow.open_ticket(
+                session, requester=stranger, subject=self._subject(), channel="email",
+                notify=False)
+            return self.finish("created", ticket, "unknown sender, kept for the team",
+                               self._store(ticket, stranger, self._check_files(), split=False))
+        return self.finish("rejected", None, "unknown sender")
+
+    def _autoreply(self, contact: Contact | None, reason: str) -> Outcome:
+        """Kept on the ticket it answers, if any; never notifies, never reopens."""
+        found = clues(self.mail, self.row.rcpt_to.split(","), self.ing.reply)
+        if contact is not None and contact.state == "verified":
+            ticket = self._find_ticket(contact)
+        else:  # a stranger's auto-reply: only our signed reply address is trusted
+            number = found.token_ticket
+            ticket = ticket_by_number(self.session, number) if number is not None else None
         if ticket is None:
-            kind = "created"
-            ticket = self.workflow.open_ticket(
-                session,
-                requester=contact,
-                subject=mail.subject or "(sin asunto)",
-                channel="email",
-                thread=Thread(mail.message_id, mail.references),
-                refused=[RefusedFile(a.filename, v.reason or "") for a, v in checked
-                         if not v.accepted],
-            )
-        else:
-            ticket.updated_at = utcnow()
-            session.add(ticket)
-        message = self._store_message(session, ticket, contact, mail, row)
-        files = tuple(self._store_attachment(session, ticket, message, a, v) for a, v in checked)
-        return finish(kind, ticket, None, files)
+            return self.finish("autoreply", None, reason)
+        files = self._store(ticket, contact, self._check_files(), split=True, automatic=True)
+        return self.finish("autoreply", ticket, reason, files)
 
-    def _find_ticket(self, session: Session, contact: Contact, found: Clues) -> Ticket | None:
-        """The design's order: reply token, then references, then subject tag; same organization."""
-        same_org = [t for t in self._candidates(session, found)
-                    if t is not None and t.organization_id == contact.organization_id]
-        return same_org[0] if same_org else None
+    def _bounce(self, found: bounce.Bounce) -> Outcome:
+        notes = notifications_by_message_ids(self.session, found.message_ids)
+        for note in notes:
+            if found.permanent and note.state in {"sent", "sending", "queued"}:
+                note.state = "bounced"
+                note.last_error = found.reason
+                self.session.add(note)
+        ticket = self.session.get(Ticket, notes[0].ticket_id) if notes and notes[0].ticket_id \
+            else None
+        return self.finish("bounce", ticket, found.reason)
 
-    def _candidates(self, session: Session, found: Clues) -> list[Ticket | None]:
+    # ------------------------------------------------------------------ helpers
+
+    def _envelope_sender(self) -> str | None:
+        if self.row.channel == "smtp":
+            return self.row.mail_from
+        return_path = self.mail.headers.get("return-path")
+        return return_path.strip() if return_path is not None else None
+
+    def _find_ticket(self, contact: Contact) -> Ticket | None:
+        """The design's order: reply token, references, subject tag; same organization only."""
+        found = clues(self.mail, self.row.rcpt_to.split(","), self.ing.reply)
+        for ticket in self._candidates(found):
+            if ticket is not None and ticket.organization_id == contact.organization_id:
+                return ticket
+        return None
+
+    def _candidates(self, found: Clues) -> list[Ticket | None]:
+        session = self.session
         result: list[Ticket | None] = []
         if found.token_ticket is not None:
             result.append(ticket_by_number(session, found.token_ticket))
@@ -161,47 +280,70 @@ class Ingestor:
             result.append(ticket_by_number(session, found.subject_ticket))
         return result
 
-    def _store_message(self, session: Session, ticket: Ticket, contact: Contact,
-                       mail: ParsedMail, row: InboundMessage) -> Message:
+    def _reopenable(self, ticket: Ticket) -> bool:
+        """Closed and cancelled tickets stay closed; a resolved one only within the window."""
+        if ticket.status in {"closed", "cancelled"}:
+            return False
+        if ticket.status == "resolved":
+            resolved = ticket.resolved_at or ticket.updated_at
+            return utcnow() - resolved <= timedelta(days=self.policy.reopen_days)
+        return True
+
+    def _subject(self) -> str:
+        return self.mail.subject or "(sin asunto)"
+
+    def _thread(self) -> Thread:
+        return Thread(self.mail.message_id, self.mail.references)
+
+    def _new_contact(self, organization_id: int, state: str) -> Contact:
+        mail = self.mail
+        contact = Contact(organization_id=organization_id, name=mail.from_name or mail.from_address,
+                          email=mail.from_address, state=state, types="")
+        self.session.add(contact)
+        self.session.flush()
+        return contact
+
+    def _check_files(self) -> list[tuple[ParsedAttachment, attachments.Verdict]]:
+        size = self.policy.max_attachment_size
+        return [(item, attachments.check(item.payload, size)) for item in self.mail.attachments]
+
+    @staticmethod
+    def _refused(checked: list[tuple[ParsedAttachment, attachments.Verdict]]) -> list[RefusedFile]:
+        return [RefusedFile(a.filename, v.reason or "") for a, v in checked if not v.accepted]
+
+    def _store(
+        self, ticket: Ticket, author: Contact | None,
+        checked: list[tuple[ParsedAttachment, attachments.Verdict]], *, split: bool,
+        automatic: bool = False,
+    ) -> tuple[AttachmentOutcome, ...]:
+        """The message on its ticket, with its files: accepted ones stored, refused ones noted."""
+        mail, row = self.mail, self.row
+        new_text = split_reply(mail.text).new if split else mail.text
         message = Message(
             ticket_id=ticket.id,  # type: ignore[arg-type]
-            direction="in",
-            channel="email",
-            author_contact_id=contact.id,
-            from_address=mail.from_address,
-            subject=mail.subject[:500],
-            text=mail.text,
-            html=mail.html,
-            new_text=mail.text,
+            direction="in", channel="email", automatic=automatic,
+            author_contact_id=author.id if author else None,
+            from_address=mail.from_address, subject=mail.subject[:500],
+            text=mail.text, html=mail.html, new_text=new_text,
             message_id=mail.message_id,
             in_reply_to=" ".join(mail.in_reply_to) or None,
             references=" ".join(mail.references) or None,
-            raw_key=row.raw_key,
-            inbound_id=row.id,
+            raw_key=row.raw_key, inbound_id=row.id,
         )
-        session.add(message)
-        session.flush()
-        return message
+        self.session.add(message)
+        self.session.flush()
+        return tuple(self._store_file(ticket, message, item, verdict) for item, verdict in checked)
 
-    def _store_attachment(
-        self, session: Session, ticket: Ticket, message: Message,
-        item: ParsedAttachment, verdict: attachments.Verdict,
-    ) -> AttachmentOutcome:
-        key = self.blobs.put(item.payload) if verdict.accepted else None
+    def _store_file(self, ticket: Ticket, message: Message, item: ParsedAttachment,
+                    verdict: attachments.Verdict) -> AttachmentOutcome:
+        key = self.ing.blobs.put(item.payload) if verdict.accepted else None
         digest = key or hashlib.sha256(item.payload).hexdigest()
-        session.add(
-            Attachment(
-                message_id=message.id,  # type: ignore[arg-type]
-                ticket_id=ticket.id,  # type: ignore[arg-type]
-                filename=item.filename,
-                content_type=verdict.detected_type[:127],
-                size=len(item.payload),
-                sha256=digest,
-                storage_key=key,
-                content_id=item.content_id,
-                accepted=verdict.accepted,
-                reason=verdict.reason,
-            )
-        )
+        self.session.add(Attachment(
+            message_id=message.id,  # type: ignore[arg-type]
+            ticket_id=ticket.id,  # type: ignore[arg-type]
+            filename=item.filename, content_type=verdict.detected_type[:127],
+            size=len(item.payload), sha256=digest, storage_key=key,
+            content_id=item.content_id, accepted=verdict.accepted, reason=verdict.reason,
+        ))
         return AttachmentOutcome(item.filename, verdict.detected_type, len(item.payload), digest,
                                  verdict.accepted, verdict.reason)

@@ -13,6 +13,9 @@ import logging
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.parser import HeaderParser
+from email.policy import compat32
 
 import mailparser
 import nh3
@@ -46,37 +49,94 @@ class ParsedMail:
     text: str
     html: str | None
     attachments: tuple[ParsedAttachment, ...] = field(default=())
+    delivery_report: DeliveryReport | None = None
+    defects: tuple[str, ...] = ()
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class DeliveryReport:
+    """The machine-readable part of a bounce (RFC 3464 message/delivery-status)."""
+
+    action: str
+    status: str
+    diagnostic: str
+    original_message_ids: tuple[str, ...]
+
+
 def parse(raw: bytes) -> ParsedMail:
-    """Parse ``raw``; on any failure, return what is known with ``error`` set."""
+    """Parse ``raw``; never raises. Each part is read on its own, so one broken part (a bad
+    attachment, an undecodable body) costs that part only; ``defects`` says what was lost."""
+    if not raw.strip():
+        return _unparsable("empty message")
     try:
         mail = mailparser.parse_from_bytes(raw)
     except Exception as exc:  # one bad mail must never stop the queue
         log.warning("unparsable mail (%d bytes): %s", len(raw), exc)
         return _unparsable(f"{type(exc).__name__}: {exc}")
 
-    headers = {name.lower(): _header_text(value) for name, value in (mail.headers or {}).items()}
-    from_name, from_address = _first_address(mail.from_)
-    text = _lines("\n".join(mail.text_plain)).strip() if mail.text_plain else ""
-    raw_html = "\n".join(mail.text_html) if mail.text_html else None
-    safe_html = sanitize_html(raw_html) if raw_html else None
+    defects: list[str] = []
+
+    def attempt(what: str, read, default):  # type: ignore[no-untyped-def]
+        try:
+            return read()
+        except Exception as exc:
+            log.info("mail part %s unreadable: %s", what, exc)
+            defects.append(f"{what}: {type(exc).__name__}: {exc}"[:300])
+            return default
+
+    headers = attempt("headers", lambda: {
+        name.lower(): _header_text(value) for name, value in (mail.headers or {}).items()
+    }, {})
+    from_name, from_address = attempt("from", lambda: _first_address(mail.from_), ("", ""))
+    text = attempt("text", lambda: _lines("\n".join(mail.text_plain or [])).strip(), "")
+    raw_html = attempt("html", lambda: "\n".join(mail.text_html or []) or None, None)
+    safe_html = attempt("html", lambda: sanitize_html(raw_html), None) if raw_html else None
     if not text and raw_html:
-        text = html_to_text(raw_html)
+        text = attempt("html text", lambda: html_to_text(raw_html), "")
     return ParsedMail(
         message_id=_first_msgid(headers.get("message-id", "")),
         in_reply_to=tuple(_MSGID.findall(headers.get("in-reply-to", ""))),
         references=tuple(_MSGID.findall(headers.get("references", ""))),
-        subject=_one_line(mail.subject or ""),
+        subject=attempt("subject", lambda: _one_line(mail.subject or ""), ""),
         from_name=from_name,
         from_address=from_address,
-        to=tuple(addr.lower() for _name, addr in (mail.to or []) if addr),
+        to=attempt("to", lambda: tuple(a.lower() for _n, a in (mail.to or []) if a), ()),
         headers=headers,
         text=text,
         html=safe_html,
-        attachments=tuple(_attachments(mail.attachments or [])),
+        attachments=tuple(attempt("attachments", lambda: _attachments(mail.attachments or []),
+                                  [])),
+        delivery_report=attempt("report", lambda: _delivery_report(raw, headers), None),
+        defects=tuple(defects),
     )
+
+
+def _delivery_report(raw: bytes, headers: dict[str, str]) -> DeliveryReport | None:
+    """Read a multipart/report of type delivery-status with the stdlib (RFC 3462, RFC 3464)."""
+    content_type = headers.get("content-type", "").lower()
+    if "multipart/report" not in content_type or "delivery-status" not in content_type:
+        return None
+    message = message_from_bytes(raw, policy=compat32)
+    action = status = diagnostic = ""
+    ids: list[str] = []
+    for part in message.walk():
+        kind = part.get_content_type()
+        if kind == "message/delivery-status":
+            for block in part.get_payload() or []:
+                action = action or str(block.get("Action", "")).strip().lower()
+                status = status or str(block.get("Status", "")).strip()
+                diagnostic = diagnostic or " ".join(str(block.get("Diagnostic-Code", "")).split())
+        elif kind == "message/rfc822":
+            inner = part.get_payload()
+            if isinstance(inner, list) and inner:
+                ids += _MSGID.findall(str(inner[0].get("Message-ID", "")))
+        elif kind == "text/rfc822-headers":
+            payload = part.get_payload(decode=True) or b""
+            inner_headers = HeaderParser(policy=compat32).parsestr(
+                payload.decode("utf-8", "replace"))
+            ids += _MSGID.findall(str(inner_headers.get("Message-ID", "")))
+    return DeliveryReport(action, status, diagnostic[:300], tuple(dict.fromkeys(ids)))
 
 
 def sanitize_html(markup: str) -> str:

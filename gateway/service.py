@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import uvicorn
 from sqlalchemy.engine import Engine
 
-from gateway.ingest import Ingestor
+from gateway.ingest import Ingestor, Policy
 from gateway.links import ReplyAddresses
 from gateway.render import Renderer
 from gateway.sender import RelayConfig, Sender
@@ -50,7 +50,7 @@ def build(settings: Settings, engine: Engine | None = None) -> Parts:
     reply = ReplyAddresses(str(settings.secret_key), settings.support_address)
     workflow = Workflow(support_address=settings.support_address, public_url=settings.public_url,
                         brand=settings.from_name)
-    ingestor = Ingestor(engine, blobs, workflow, reply, support_address=settings.support_address)
+    ingestor = Ingestor(engine, blobs, workflow, reply, policy(settings))
     relay = None
     if settings.relay_host:
         relay = RelayConfig(settings.relay_host, settings.relay_port, settings.relay_starttls,
@@ -59,6 +59,19 @@ def build(settings: Settings, engine: Engine | None = None) -> Parts:
                     from_address=settings.support_address, relay=relay,
                     outbox_dir=settings.outbox_dir)
     return Parts(settings, engine, blobs, ingestor, sender)
+
+
+def policy(settings: Settings) -> Policy:
+    return Policy(
+        support_address=settings.support_address,
+        support_domains=settings.support_domains,
+        unknown_senders=settings.unknown_senders,
+        catchall_org_code=settings.catchall_org_code,
+        reopen_days=settings.reopen_days,
+        flood_limit=settings.flood_limit,
+        flood_window_minutes=settings.flood_window_minutes,
+        max_attachment_size=settings.max_attachment_size,
+    )
 
 
 class Service:

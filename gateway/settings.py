@@ -21,6 +21,13 @@ def _bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _choice(value: str, allowed: tuple[str, ...]) -> str:
+    value = value.strip().lower()
+    if value not in allowed:
+        raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
 def _list(value: str) -> tuple[str, ...]:
     return tuple(item.strip().lower() for item in value.split(",") if item.strip())
 
@@ -50,6 +57,12 @@ class Settings:
     from_name: str
     default_language: str
     timezone: str
+    unknown_senders: str  # reject / accept
+    catchall_org_code: str
+    reopen_days: int
+    flood_limit: int
+    flood_window_minutes: int
+    max_attachment_size: int
     worker_poll_seconds: float
 
     @classmethod
@@ -84,6 +97,12 @@ class Settings:
             from_name=get("FROM_NAME", "Soporte"),
             default_language=get("DEFAULT_LANGUAGE", "es"),
             timezone=get("TIMEZONE", "Europe/Madrid"),
+            unknown_senders=_choice(get("UNKNOWN_SENDERS", "reject"), ("reject", "accept")),
+            catchall_org_code=get("CATCHALL_ORG_CODE", "SIN-CLASIFICAR"),
+            reopen_days=int(get("REOPEN_DAYS", "7")),
+            flood_limit=int(get("FLOOD_LIMIT", "40")),
+            flood_window_minutes=int(get("FLOOD_WINDOW_MINUTES", "10")),
+            max_attachment_size=int(get("MAX_ATTACHMENT_SIZE", str(5 * 1024 * 1024))),
             worker_poll_seconds=float(get("WORKER_POLL_SECONDS", "1.0")),
         )
 

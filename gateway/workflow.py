@@ -15,7 +15,15 @@ from typing import Any
 from sqlmodel import Session
 
 from gateway.render import new_message_id
-from storage.models import Contact, Notification, StatusChange, Ticket, utcnow
+from storage.models import (
+    STATUS_GROUPS,
+    Contact,
+    Notification,
+    StatusChange,
+    Ticket,
+    VerificationRequest,
+    utcnow,
+)
 from storage.tickets import next_ticket_number
 
 
@@ -49,25 +57,18 @@ class Workflow:
         thread: Thread = Thread(),
         refused: Sequence[RefusedFile] = (),
         application_id: int | None = None,
+        linked_ticket: Ticket | None = None,
+        notify: bool = True,
     ) -> Ticket:
         """Create a ticket in status new, record it, and queue the "received" mail."""
-        assert requester.id is not None
-        ticket = Ticket(
-            number=next_ticket_number(session),
-            organization_id=requester.organization_id,
-            requester_id=requester.id,
-            application_id=application_id,
-            subject=subject[:500],
-            status="new",
-            channel=channel,
-        )
-        session.add(ticket)
-        session.flush()
-        assert ticket.id is not None
-        session.add(
-            StatusChange(ticket_id=ticket.id, from_status=None, to_status="new",
-                         actor=requester.email, note=f"opened by {channel}")
-        )
+        ticket = self._new_ticket(session, requester, subject, channel, "new", application_id,
+                                  linked_ticket)
+        note = f"opened by {channel}"
+        if linked_ticket is not None:
+            note += f", follows ticket {linked_ticket.number}"
+        self._record(session, ticket, None, "new", requester.email, note)
+        if not notify:
+            return ticket
         self.queue(
             session,
             event="received",
@@ -77,6 +78,71 @@ class Workflow:
             extra={"refused": [{"filename": r.filename, "reason": r.reason} for r in refused]},
         )
         return ticket
+
+    def hold_for_verification(
+        self, session: Session, *, sender: Contact, subject: str, channel: str,
+        request: bool = True,
+    ) -> Ticket:
+        """A ticket from an unknown person of a known organization, held until a manager says who
+        they are; the request for the managers is recorded (the notifier mails it)."""
+        ticket = self._new_ticket(session, sender, subject, channel, "held", None, None)
+        self._record(session, ticket, None, "held", sender.email, "sender pending verification")
+        assert ticket.id is not None and sender.id is not None
+        if request:
+            session.add(VerificationRequest(organization_id=sender.organization_id,
+                                            contact_id=sender.id, ticket_id=ticket.id))
+        return ticket
+
+    def customer_replied(self, session: Session, ticket: Ticket, author: Contact) -> None:
+        """A customer's reply puts a ticket waiting for them, or just resolved, back to work."""
+        if ticket.status == "awaiting_customer":
+            self.change_status(session, ticket, "in_progress", author.email, "customer replied")
+        elif ticket.status == "resolved":
+            self.change_status(session, ticket, "in_progress", author.email,
+                               "reopened by the customer's reply")
+        ticket.updated_at = utcnow()
+        session.add(ticket)
+
+    def change_status(
+        self, session: Session, ticket: Ticket, to_status: str, actor: str, note: str = "",
+    ) -> None:
+        """Move a ticket to another status and record who, when and why."""
+        if to_status not in STATUS_GROUPS:
+            raise ValueError(f"unknown status {to_status!r}")
+        if to_status == ticket.status:
+            return
+        from_status = ticket.status
+        ticket.status = to_status
+        ticket.updated_at = utcnow()
+        if to_status == "resolved":
+            ticket.resolved_at = ticket.updated_at
+        session.add(ticket)
+        self._record(session, ticket, from_status, to_status, actor, note)
+
+    def _new_ticket(
+        self, session: Session, requester: Contact, subject: str, channel: str, status: str,
+        application_id: int | None, linked_ticket: Ticket | None,
+    ) -> Ticket:
+        assert requester.id is not None
+        ticket = Ticket(
+            number=next_ticket_number(session),
+            organization_id=requester.organization_id,
+            requester_id=requester.id,
+            application_id=application_id,
+            subject=subject[:500],
+            status=status,
+            channel=channel,
+            linked_ticket_id=linked_ticket.id if linked_ticket else None,
+        )
+        session.add(ticket)
+        session.flush()
+        return ticket
+
+    def _record(self, session: Session, ticket: Ticket, from_status: str | None,
+                to_status: str, actor: str, note: str) -> None:
+        assert ticket.id is not None
+        session.add(StatusChange(ticket_id=ticket.id, from_status=from_status,
+                                 to_status=to_status, actor=actor[:320], note=note))
 
     def queue(
         self,

@@ -28,6 +28,8 @@ STATUS_GROUPS: dict[str, str] = {
     "resolved": "completed",
     "closed": "completed",
     "cancelled": "completed",
+    # Held until an organization manager verifies the unknown sender; shown in no list.
+    "held": "held",
 }
 OPEN_STATUSES = tuple(s for s, g in STATUS_GROUPS.items() if g == "open")
 COMPLETED_STATUSES = tuple(s for s, g in STATUS_GROUPS.items() if g == "completed")
@@ -93,6 +95,7 @@ class Ticket(SQLModel, table=True):
     rating_comment: str | None = Field(default=None, sa_column=Column(Text))
     rating_source: str | None = Field(default=None, max_length=16)
     rated_at: datetime | None = Field(default=None)
+    resolved_at: datetime | None = Field(default=None)
     created_at: datetime = Field(default_factory=utcnow, index=True)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -105,8 +108,9 @@ class Message(SQLModel, table=True):
     direction: str = Field(max_length=4)  # in / out
     channel: str = Field(max_length=16)  # email / web / agent
     author_contact_id: int | None = Field(default=None, foreign_key="contact.id")
-    from_address: str = Field(default="", max_length=320)
+    from_address: str = Field(default="", max_length=320, index=True)
     subject: str = Field(default="", max_length=500)
+    automatic: bool = Field(default=False)  # an auto-reply kept on the ticket, acted on never
     text: str = Field(default="", sa_column=Column(Text, nullable=False))
     html: str | None = Field(default=None, sa_column=Column(Text))  # sanitized
     new_text: str = Field(default="", sa_column=Column(Text, nullable=False))
@@ -167,6 +171,20 @@ class Notification(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = Field(default=None)
+
+
+class VerificationRequest(SQLModel, table=True):
+    """An unknown sender of a known organization, waiting for a manager to approve or reject."""
+
+    __tablename__ = "verification_request"
+    id: int | None = Field(default=None, primary_key=True)
+    organization_id: int = Field(foreign_key="organization.id", index=True)
+    contact_id: int = Field(foreign_key="contact.id", index=True)
+    ticket_id: int | None = Field(default=None, foreign_key="ticket.id")
+    state: str = Field(default="pending", max_length=12, index=True)  # pending/approved/rejected
+    decided_by: str | None = Field(default=None, max_length=320)
+    created_at: datetime = Field(default_factory=utcnow)
+    decided_at: datetime | None = Field(default=None)
 
 
 class InboundMessage(SQLModel, table=True):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import or_, update
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from storage.models import (
     COMPLETED_STATUSES,
@@ -14,6 +15,7 @@ from storage.models import (
     Counter,
     Message,
     Notification,
+    Organization,
     OrganizationDomain,
     Ticket,
 )
@@ -66,3 +68,30 @@ def tickets_of_organization(session: Session, organization_id: int, group: str) 
     else:
         raise ValueError(f"unknown ticket group {group!r}")
     return list(session.exec(query.order_by(col(Ticket.created_at).desc())).all())
+
+
+def messages_from_since(session: Session, address: str, since: datetime) -> int:
+    """How many messages this sender got stored since a moment (the flood rule's count)."""
+    query = select(func.count()).select_from(Message).where(
+        col(Message.from_address) == address, col(Message.created_at) >= since
+    )
+    return int(session.exec(query).one())
+
+
+def notifications_by_message_ids(
+    session: Session, message_ids: Sequence[str]
+) -> list[Notification]:
+    if not message_ids:
+        return []
+    query = select(Notification).where(col(Notification.message_id).in_(list(message_ids)))
+    return list(session.exec(query).all())
+
+
+def catchall_organization(session: Session, code: str) -> Organization:
+    """The organization that collects accepted mail from senders matching no client."""
+    org = session.exec(select(Organization).where(Organization.code == code)).first()
+    if org is None:
+        org = Organization(code=code, tax_id="-", name="Sin clasificar")
+        session.add(org)
+        session.flush()
+    return org
