@@ -7,7 +7,9 @@ import contextlib
 import dataclasses
 import json
 import logging
+import mailbox
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -84,26 +86,60 @@ def db_upgrade(ctx: click.Context) -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False,
                                                                    path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per message.")
+@click.option("--database", "database_url", default=None, help="Database URL for this run.")
+@click.option("--storage", "storage_dir", default=None, type=click.Path(path_type=Path),
+              help="Blob store directory for this run.")
+@click.option("--unknown-senders", type=click.Choice(["reject", "accept"]), default=None,
+              help="Senders matching no organization: reject, or accept into the catch-all.")
 @click.pass_context
-def ingest(ctx: click.Context, files: tuple[Path, ...], as_json: bool) -> None:
-    """Feed raw .eml files through the same pipeline as SMTP."""
+def ingest(ctx: click.Context, files: tuple[Path, ...], as_json: bool, database_url: str | None,
+           storage_dir: Path | None, unknown_senders: str | None) -> None:
+    """Feed raw .eml files (or mbox files) through the same pipeline as SMTP."""
     settings = _settings(ctx)
+    changes: dict[str, object] = {}
+    if database_url:
+        changes["database_url"] = database_url
+    if storage_dir:
+        changes["storage_dir"] = storage_dir.resolve()
+    if unknown_senders:
+        changes["unknown_senders"] = unknown_senders
+    settings = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+    upgrade(settings.database_url)
     parts = build(settings)
-    for path in files:
-        queue_id = inbound.enqueue(parts.engine, parts.blobs, path.read_bytes(), channel="file",
-                                   source=str(path))
-        outcome = parts.ingestor.process_next(queue_id)
-        if outcome is None:  # already taken by a running gateway
-            outcome_data = {"file": str(path), "outcome": "queued", "ticket": None}
+    for label, raw in _messages(files):
+        result: dict[str, object] = {"file": label}
+        try:
+            queue_id = inbound.enqueue(parts.engine, parts.blobs, raw, channel="file",
+                                       source=label)
+            outcome = parts.ingestor.process_next(queue_id)
+        except Exception as exc:  # the database refused even to record it: say so, go on
+            log.exception("could not ingest %s", label)
+            result.update(outcome="failed", ticket=None, reason=f"{type(exc).__name__}: {exc}")
         else:
-            outcome_data = {"file": str(path), **outcome.as_json()}
+            # None: a running gateway took it first; it will be processed there.
+            result.update(outcome.as_json() if outcome else {"outcome": "queued", "ticket": None})
         if as_json:
-            click.echo(json.dumps(outcome_data, ensure_ascii=False))
+            click.echo(json.dumps(result, ensure_ascii=False))
         else:
-            click.echo(f"{path}: {outcome_data['outcome']}"
-                       + (f" #{outcome_data['ticket']}" if outcome_data.get("ticket") else "")
-                       + (f" ({outcome_data.get('reason')})" if outcome_data.get("reason") else ""))
+            click.echo(f"{label}: {result['outcome']}"
+                       + (f" #{result['ticket']}" if result.get("ticket") else "")
+                       + (f" ({result.get('reason')})" if result.get("reason") else ""))
     parts.engine.dispose()
+
+
+def _messages(files: tuple[Path, ...]) -> Iterator[tuple[str, bytes]]:
+    """Each message of the files: a file is one mail, or an mbox of several."""
+    for path in files:
+        raw = path.read_bytes()
+        if path.suffix.lower() == ".mbox" or (raw.startswith(b"From ") and b"\nFrom " in raw):
+            box = mailbox.mbox(path, create=False)
+            try:
+                for index, key in enumerate(box.iterkeys(), start=1):
+                    yield f"{path}#{index}", box.get_bytes(key)
+            finally:
+                box.close()
+        else:
+            yield str(path), raw
 
 
 @main.group("inbound")

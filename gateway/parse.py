@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.parser import HeaderParser
 from email.policy import compat32
+from email.utils import parseaddr
 
 import mailparser
 import nh3
+
+from gateway import charsets
 
 log = logging.getLogger("gateway.parse")
 
@@ -88,7 +91,9 @@ def parse(raw: bytes) -> ParsedMail:
     headers = attempt("headers", lambda: {
         name.lower(): _header_text(value) for name, value in (mail.headers or {}).items()
     }, {})
-    from_name, from_address = attempt("from", lambda: _first_address(mail.from_), ("", ""))
+    raw_headers = _raw_headers(raw)
+    body_charset = _declared_charset(headers.get("content-type", ""))
+    from_name, from_address = attempt("from", lambda: _sender(raw_headers, mail.from_), ("", ""))
     text = attempt("text", lambda: _lines("\n".join(mail.text_plain or [])).strip(), "")
     raw_html = attempt("html", lambda: "\n".join(mail.text_html or []) or None, None)
     safe_html = attempt("html", lambda: sanitize_html(raw_html), None) if raw_html else None
@@ -98,7 +103,7 @@ def parse(raw: bytes) -> ParsedMail:
         message_id=_first_msgid(headers.get("message-id", "")),
         in_reply_to=tuple(_MSGID.findall(headers.get("in-reply-to", ""))),
         references=tuple(_MSGID.findall(headers.get("references", ""))),
-        subject=attempt("subject", lambda: _one_line(mail.subject or ""), ""),
+        subject=attempt("subject", lambda: _subject(raw_headers, body_charset, mail.subject), ""),
         from_name=from_name,
         from_address=from_address,
         to=attempt("to", lambda: tuple(a.lower() for _n, a in (mail.to or []) if a), ()),
@@ -110,6 +115,47 @@ def parse(raw: bytes) -> ParsedMail:
         delivery_report=attempt("report", lambda: _delivery_report(raw, headers), None),
         defects=tuple(defects),
     )
+
+
+def _raw_headers(raw: bytes) -> dict[bytes, bytes]:
+    """The first value of each header, unfolded, as raw bytes (RFC 5322 §2.2.3)."""
+    ends = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
+    block = raw[: min(ends)] if ends else raw
+    block = re.sub(rb"\r?\n[ \t]+", b" ", block[:262144])
+    result: dict[bytes, bytes] = {}
+    for line in block.split(b"\n"):
+        name, colon, value = line.partition(b":")
+        if colon and name and b" " not in name.strip():
+            result.setdefault(name.strip().lower(), value.strip())
+    return result
+
+
+def _declared_charset(content_type: str) -> str | None:
+    found = re.search(r"charset\s*=\s*\"?([\w.:-]+)", content_type, re.IGNORECASE)
+    return found.group(1) if found else None
+
+
+def _subject(raw_headers: dict[bytes, bytes], body_charset: str | None, fallback: str) -> str:
+    value = raw_headers.get(b"subject")
+    return charsets.header(value, body_charset) if value is not None else _one_line(fallback or "")
+
+
+def _sender(raw_headers: dict[bytes, bytes], fallback: list | None) -> tuple[str, str]:
+    """Display name and address of From; the <angle address> wins over a name that looks like
+    an address ("billing@bank.example <phish@elsewhere.example>" is from elsewhere)."""
+    value = raw_headers.get(b"from")
+    if value is None:
+        return _first_address(fallback)
+    text = charsets.header(value)
+    angle = re.search(r"<\s*([^<>\s]+@[^<>\s]+?)\s*>", text)
+    if angle:
+        name = text[: angle.start()].strip().strip('"').strip()
+        address = angle.group(1)
+    else:
+        name, address = parseaddr(text)
+    if "@" not in address:
+        return _first_address(fallback)
+    return _one_line(name), address.strip().lower()
 
 
 def _delivery_report(raw: bytes, headers: dict[str, str]) -> DeliveryReport | None:
