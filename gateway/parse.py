@@ -209,15 +209,13 @@ def _attachments(items: list[dict]) -> list[ParsedAttachment]:
     result = []
     for item in items:
         payload = item.get("payload") or ""
-        try:
-            data = (
-                base64.b64decode(payload)
-                if item.get("binary")
-                else payload.encode(item.get("charset") or "utf-8", "replace")
-            )
-        except (ValueError, LookupError) as exc:
-            log.warning("attachment %r could not be decoded: %s", item.get("filename"), exc)
-            continue
+        if item.get("binary"):
+            data = _lenient_base64(payload)
+        else:
+            try:
+                data = payload.encode(item.get("charset") or "utf-8", "replace")
+            except LookupError:  # an unknown charset name: keep the text as UTF-8
+                data = payload.encode("utf-8", "replace")
         content_id = (item.get("content-id") or "").strip().strip("<>") or None
         result.append(
             ParsedAttachment(
@@ -228,6 +226,15 @@ def _attachments(items: list[dict]) -> list[ParsedAttachment]:
             )
         )
     return result
+
+
+def _lenient_base64(payload: str | bytes) -> bytes:
+    """Decode damaged base64 as far as it goes (stray characters, missing padding), so that a
+    damaged attachment is kept and judged by its content rather than silently dropped."""
+    data = payload.encode("ascii", "ignore") if isinstance(payload, str) else payload
+    cleaned = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
+    cleaned = cleaned[: len(cleaned) - len(cleaned) % 4 if len(cleaned) % 4 == 1 else len(cleaned)]
+    return base64.b64decode(cleaned + b"=" * (-len(cleaned) % 4))
 
 
 def _first_address(pairs: list[tuple[str, str]] | None) -> tuple[str, str]:
