@@ -1,0 +1,115 @@
+"""Whole gateway processes: two sharing one PostgreSQL queue, and one killed mid-stream."""
+
+from __future__ import annotations
+
+import smtplib
+import threading
+from email.message import EmailMessage
+
+import pytest
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from storage.models import InboundMessage, Message
+from tests.conftest import wait_for
+from tests.gateway_process import GatewayProcess
+
+
+def request_mail(n: int, tag: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "María García <maria.garcia@ferreteria-lopez.es>"
+    msg["To"] = "soporte@example.com"
+    msg["Subject"] = f"Consulta {tag} número {n}"
+    msg["Message-ID"] = f"<{tag}-{n}@ferreteria-lopez.es>"
+    msg.set_content(f"Hola,\n\nEsta es la consulta {n} de la prueba {tag}.\n\nGracias")
+    return msg.as_bytes()
+
+
+def all_done(engine, expected: int) -> bool:
+    with Session(engine) as session:
+        done = session.exec(select(func.count()).select_from(InboundMessage)
+                            .where(col(InboundMessage.state) != "queued")).one()
+    return done >= expected
+
+
+def messages_per_id(engine) -> dict[str, int]:
+    with Session(engine) as session:
+        rows = session.exec(select(Message.message_id, func.count())
+                            .group_by(col(Message.message_id))).all()
+    return {mid: count for mid, count in rows}
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_two_gateways_share_the_queue_and_process_each_mail_once(db_url, directory, tmp_path):
+    # Two processes on one PostgreSQL database, 200 mails sent to both: every mail becomes
+    # exactly one ticket message, and both workers took part (FOR UPDATE SKIP LOCKED).
+    settings = dict(HELPDESK_FLOOD_LIMIT="0")
+    first = GatewayProcess(db_url, tmp_path / "a", **settings).start()
+    second = GatewayProcess(db_url, tmp_path / "b", HELPDESK_STORAGE_DIR=str(tmp_path / "a" /
+                            "storage"), **settings).start()
+    try:
+        def send(port: int, numbers: range) -> None:
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+                for n in numbers:
+                    client.sendmail("maria.garcia@ferreteria-lopez.es", ["soporte@example.com"],
+                                    request_mail(n, "scale"))
+
+        senders = [threading.Thread(target=send, args=(first.smtp_port, range(0, 200, 2))),
+                   threading.Thread(target=send, args=(second.smtp_port, range(1, 200, 2)))]
+        for thread in senders:
+            thread.start()
+        for thread in senders:
+            thread.join(120)
+        wait_for(lambda: all_done(directory, 200), timeout=120)
+    finally:
+        first.stop()
+        second.stop()
+    counts = messages_per_id(directory)
+    assert len(counts) == 200 and set(counts.values()) == {1}
+    a, b = first.processed_ids(), second.processed_ids()
+    assert a and b, "both workers should have processed mail"
+    assert not (a & b), "no mail may be processed by both"
+    assert len(a | b) == 200
+
+
+def test_killed_gateway_loses_and_doubles_nothing_that_got_250(db_url, directory, tmp_path):
+    # SIGKILL while a client streams 500 mails; after a restart (the client retries what had no
+    # 250, as MTAs do), every mail that got a 250 is on a ticket exactly once.
+    gateway = GatewayProcess(db_url, tmp_path / "var", HELPDESK_FLOOD_LIMIT="0").start()
+    accepted: set[int] = set()
+    total = 500
+    killed = threading.Event()
+
+    def killer(victim: GatewayProcess) -> None:
+        # Strikes from another thread, so the kill lands wherever the server happens to be:
+        # mid-DATA, between storing and answering, or mid-ingest.
+        wait_for(lambda: len(accepted) >= 150, timeout=120, interval=0.001)
+        victim.kill()
+        killed.set()
+
+    threading.Thread(target=killer, args=(gateway,), daemon=True).start()
+    try:
+        pending = list(range(total))
+        while pending:
+            try:
+                with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=30) as client:
+                    while pending:
+                        n = pending[0]
+                        client.sendmail("maria.garcia@ferreteria-lopez.es",
+                                        ["soporte@example.com"], request_mail(n, "crash"))
+                        accepted.add(n)
+                        pending.pop(0)
+            except (smtplib.SMTPException, OSError):
+                # The server died under us: start it again and resend what had no 250.
+                killed.wait(30)
+                gateway.stop()
+                gateway = GatewayProcess(db_url, tmp_path / "var",
+                                         HELPDESK_FLOOD_LIMIT="0").start()
+        assert killed.is_set()
+        wait_for(lambda: all_done(directory, total), timeout=180)
+    finally:
+        gateway.stop()
+    counts = messages_per_id(directory)
+    assert len(accepted) == total
+    missing = [n for n in accepted if counts.get(f"<crash-{n}@ferreteria-lopez.es>") != 1]
+    assert missing == []
