@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test check bench install system i18n clean
+.PHONY: run test check bench bench-profile install system i18n clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,16 @@ test: install system
 
 check: install
 	$(BIN)/ruff check .
+
+# The standard mail mix (../shared/bench) through the gateway on SQLite and PostgreSQL, 1 and 8
+# SMTP clients, and one 25 MB mail: a table on stdout, var/bench/results.json. A few minutes.
+# Quicker while developing: make bench BENCH_ARGS="--n 200 --db sqlite --clients 8 --no-big"
+bench: install system
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Where the ingest time goes: cProfile of process_next over 200 mails of the mix on SQLite.
+bench-profile: install
+	$(BIN)/python -m bench.profile_ingest $(BENCH_ARGS)
 
 # Re-extract user-facing strings and merge them into the catalogs (then translate locale/es).
 i18n: install

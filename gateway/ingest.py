@@ -8,8 +8,10 @@ retry`` queues it again), and the loop goes on with the next mail.
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import os
+import socket
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
@@ -19,8 +21,8 @@ from sqlmodel import Session
 from gateway import attachments
 from gateway.correlate import Clues, clues
 from gateway.links import ReplyAddresses
-from gateway.parse import ParsedAttachment, ParsedMail, parse
-from gateway.quotes import split_reply
+from gateway.parse import ParsedMail
+from gateway.prepare import Prepared, prepare
 from gateway.rules import autoreply, bounce, flood, loop
 from gateway.workflow import RefusedFile, Thread, Workflow
 from storage import inbound
@@ -55,6 +57,7 @@ class Policy:
     flood_limit: int = 40
     flood_window_minutes: int = 10
     max_attachment_size: int = attachments.DEFAULT_MAX_SIZE
+    lease_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -97,42 +100,79 @@ class Ingestor:
         self.workflow = workflow
         self.reply = reply
         self.policy = policy
+        # Who holds a lease on a queued mail: unique per process and per Ingestor.
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def process_next(self, inbound_id: int | None = None) -> Outcome | None:
-        """Process the oldest queued mail (or the one named); None when there is none."""
-        claimed_id: int | None = None
+        """Process the oldest queued mail (or the one named) here and now; None when none is
+        waiting. The gateway's loop does the same in batches, parsing in a process pool."""
+        leased = self.lease(1, inbound_id)
+        if not leased:
+            return None
+        queue_id, raw_key = leased[0]
         try:
-            with transaction(self.engine) as session:
-                row = inbound.claim_next(session, inbound_id)
-                if row is None:
-                    return None
-                claimed_id = row.id
-                outcome = _Run(self, session, row).dispose()
+            prepared: Prepared | BaseException = self.prepare(raw_key)
         except Exception as exc:
-            if claimed_id is None:
-                raise
-            reason = f"{type(exc).__name__}: {exc}"
-            log.exception("inbound %s failed; kept for retry", claimed_id)
-            inbound.mark_failed(self.engine, claimed_id, reason)
-            return Outcome(claimed_id, "failed", None, reason, "", "")
-        log.info("inbound %s %s ticket=%s reason=%s from=%s", outcome.inbound_id,
-                 outcome.outcome, outcome.ticket, outcome.reason, outcome.sender)
-        return outcome
+            prepared = exc
+        outcomes = self.apply([(queue_id, prepared)])
+        return outcomes[0] if outcomes else None
+
+    def lease(self, limit: int, inbound_id: int | None = None) -> list[tuple[int, str]]:
+        return inbound.lease(self.engine, self.worker_id, limit, inbound_id,
+                             stale=timedelta(seconds=self.policy.lease_seconds))
+
+    def prepare(self, raw_key: str) -> Prepared:
+        return prepare(raw_key, self.blobs.root, self.policy.max_attachment_size)
+
+    def apply(self, batch: list[tuple[int, Prepared | BaseException]]) -> list[Outcome]:
+        """Write the outcomes of prepared mails in one transaction, each mail in a savepoint so
+        that one failing mail is kept as failed without undoing the others."""
+        outcomes: list[Outcome] = []
+        with transaction(self.engine) as session:
+            for queue_id, prepared in batch:
+                row = inbound.leased_row(session, queue_id, self.worker_id)
+                if row is None:  # our lease ran out and another worker took the mail
+                    continue
+                if isinstance(prepared, BaseException):
+                    outcomes.append(self._failed(session, row, prepared))
+                    continue
+                try:
+                    with session.begin_nested():
+                        outcome = _Run(self, session, row, prepared).dispose()
+                except Exception as exc:
+                    log.exception("inbound %s failed; kept for retry", queue_id)
+                    session.refresh(row)
+                    outcome = self._failed(session, row, exc)
+                outcomes.append(outcome)
+        for outcome in outcomes:
+            log.info("inbound %s %s ticket=%s reason=%s from=%s", outcome.inbound_id,
+                     outcome.outcome, outcome.ticket, outcome.reason, outcome.sender)
+        return outcomes
+
+    @staticmethod
+    def _failed(session: Session, row: InboundMessage, exc: BaseException) -> Outcome:
+        reason = f"{type(exc).__name__}: {exc}"[:4000]
+        row.state, row.outcome, row.error = "failed", "failed", reason
+        row.processed_at = utcnow()
+        session.add(row)
+        assert row.id is not None
+        return Outcome(row.id, "failed", None, reason, "", "")
 
 
 class _Run:
     """One mail's way through the rules, inside the caller's transaction."""
 
-    def __init__(self, ingestor: Ingestor, session: Session, row: InboundMessage) -> None:
+    def __init__(self, ingestor: Ingestor, session: Session, row: InboundMessage,
+                 prepared: Prepared) -> None:
         self.ing = ingestor
         self.policy = ingestor.policy
         self.session = session
         self.row = row
-        self.mail: ParsedMail = parse(ingestor.blobs.get(row.raw_key))
+        self.prepared = prepared
+        self.mail: ParsedMail = prepared.mail
         row.header_message_id = self.mail.message_id
 
-    def finish(self, kind: str, ticket: Ticket | None, reason: str | None,
-               files: tuple[AttachmentOutcome, ...] = ()) -> Outcome:
+    def finish(self, kind: str, ticket: Ticket | None, reason: str | None) -> Outcome:
         row = self.row
         row.state, row.outcome, row.reason = "done", kind, reason
         row.ticket_id = ticket.id if ticket else None
@@ -140,7 +180,7 @@ class _Run:
         self.session.add(row)
         assert row.id is not None
         return Outcome(row.id, kind, ticket.number if ticket else None, reason,
-                       self.mail.from_address, self.mail.subject, files)
+                       self.mail.from_address, self.mail.subject, self.files())
 
     def dispose(self) -> Outcome:
         mail, session = self.mail, self.session
@@ -178,22 +218,21 @@ class _Run:
 
     def _from_contact(self, contact: Contact) -> Outcome:
         ticket = self._find_ticket(contact)
-        checked = self._check_files()
         if ticket is not None and not self._reopenable(ticket):
             new = self.ing.workflow.open_ticket(
                 self.session, requester=contact, subject=self._subject(), channel="email",
-                thread=self._thread(), refused=self._refused(checked), linked_ticket=ticket)
-            files = self._store(new, contact, checked, split=True)
-            return self.finish("created", new, f"follows {ticket.status} ticket {ticket.number}",
-                               files)
+                thread=self._thread(), refused=self._refused(), linked_ticket=ticket)
+            self._store(new, contact, split=True)
+            return self.finish("created", new, f"follows {ticket.status} ticket {ticket.number}")
         if ticket is not None:
             self.ing.workflow.customer_replied(self.session, ticket, contact)
-            return self.finish("threaded", ticket, None,
-                               self._store(ticket, contact, checked, split=True))
+            self._store(ticket, contact, split=True)
+            return self.finish("threaded", ticket, None)
         new = self.ing.workflow.open_ticket(
             self.session, requester=contact, subject=self._subject(), channel="email",
-            thread=self._thread(), refused=self._refused(checked))
-        return self.finish("created", new, None, self._store(new, contact, checked, split=False))
+            thread=self._thread(), refused=self._refused())
+        self._store(new, contact, split=False)
+        return self.finish("created", new, None)
 
     def _from_stranger(self, contact: Contact | None) -> Outcome:
         """Senders who are not verified contacts: held, accepted for the team, or rejected."""
@@ -202,22 +241,20 @@ class _Run:
             return self.finish("rejected", None, "sender rejected by the organization")
         if contact is not None and contact.state == "pending":
             held = self._find_ticket(contact)
-            checked = self._check_files()
-            if held is not None and held.status == "held":
-                return self.finish("held", held, "sender pending verification",
-                                   self._store(held, contact, checked, split=True))
-            ticket = self.ing.workflow.hold_for_verification(
-                session, sender=contact, subject=self._subject(), channel="email", request=False)
-            return self.finish("held", ticket, "sender pending verification",
-                               self._store(ticket, contact, checked, split=False))
+            if held is None or held.status != "held":
+                held = self.ing.workflow.hold_for_verification(
+                    session, sender=contact, subject=self._subject(), channel="email",
+                    request=False)
+            self._store(held, contact, split=True)
+            return self.finish("held", held, "sender pending verification")
         domain = mail.from_address.rpartition("@")[2]
         org_id = organization_id_for_domain(session, domain)
         if org_id is not None:
             stranger = self._new_contact(org_id, "pending")
             ticket = self.ing.workflow.hold_for_verification(
                 session, sender=stranger, subject=self._subject(), channel="email")
-            return self.finish("held", ticket, "sender pending verification",
-                               self._store(ticket, stranger, self._check_files(), split=False))
+            self._store(ticket, stranger, split=False)
+            return self.finish("held", ticket, "sender pending verification")
         if self.policy.unknown_senders == "accept":
             org = catchall_organization(session, self.policy.catchall_org_code)
             assert org.id is not None
@@ -226,8 +263,8 @@ class _Run:
             ticket = self.ing.workflow.open_ticket(
                 session, requester=stranger, subject=self._subject(), channel="email",
                 notify=False)
-            return self.finish("created", ticket, "unknown sender, kept for the team",
-                               self._store(ticket, stranger, self._check_files(), split=False))
+            self._store(ticket, stranger, split=False)
+            return self.finish("created", ticket, "unknown sender, kept for the team")
         return self.finish("rejected", None, "unknown sender")
 
     def _autoreply(self, contact: Contact | None, reason: str) -> Outcome:
@@ -240,8 +277,8 @@ class _Run:
             ticket = ticket_by_number(self.session, number) if number is not None else None
         if ticket is None:
             return self.finish("autoreply", None, reason)
-        files = self._store(ticket, contact, self._check_files(), split=True, automatic=True)
-        return self.finish("autoreply", ticket, reason, files)
+        self._store(ticket, contact, split=True, automatic=True)
+        return self.finish("autoreply", ticket, reason)
 
     def _bounce(self, found: bounce.Bounce) -> Outcome:
         notes = notifications_by_message_ids(self.session, found.message_ids)
@@ -303,28 +340,21 @@ class _Run:
         self.session.flush()
         return contact
 
-    def _check_files(self) -> list[tuple[ParsedAttachment, attachments.Verdict]]:
-        size = self.policy.max_attachment_size
-        return [(item, attachments.check(item.payload, size)) for item in self.mail.attachments]
+    def _refused(self) -> list[RefusedFile]:
+        return [RefusedFile(f.filename, f.reason or "") for f in self.prepared.files
+                if not f.accepted]
 
-    @staticmethod
-    def _refused(checked: list[tuple[ParsedAttachment, attachments.Verdict]]) -> list[RefusedFile]:
-        return [RefusedFile(a.filename, v.reason or "") for a, v in checked if not v.accepted]
-
-    def _store(
-        self, ticket: Ticket, author: Contact | None,
-        checked: list[tuple[ParsedAttachment, attachments.Verdict]], *, split: bool,
-        automatic: bool = False,
-    ) -> tuple[AttachmentOutcome, ...]:
+    def _store(self, ticket: Ticket, author: Contact | None, *, split: bool,
+               automatic: bool = False) -> None:
         """The message on its ticket, with its files: accepted ones stored, refused ones noted."""
         mail, row = self.mail, self.row
-        new_text = split_reply(mail.text).new if split else mail.text
         message = Message(
             ticket_id=ticket.id,  # type: ignore[arg-type]
             direction="in", channel="email", automatic=automatic,
             author_contact_id=author.id if author else None,
             from_address=mail.from_address, subject=mail.subject[:500],
-            text=mail.text, html=mail.html, new_text=new_text,
+            text=mail.text, html=mail.html,
+            new_text=self.prepared.new_text if split else mail.text,
             message_id=mail.message_id,
             in_reply_to=" ".join(mail.in_reply_to) or None,
             references=" ".join(mail.references) or None,
@@ -332,18 +362,15 @@ class _Run:
         )
         self.session.add(message)
         self.session.flush()
-        return tuple(self._store_file(ticket, message, item, verdict) for item, verdict in checked)
+        for item in self.prepared.files:
+            self.session.add(Attachment(
+                message_id=message.id,  # type: ignore[arg-type]
+                ticket_id=ticket.id,  # type: ignore[arg-type]
+                filename=item.filename, content_type=item.type[:127], size=item.size,
+                sha256=item.sha256, storage_key=item.storage_key, content_id=item.content_id,
+                accepted=item.accepted, reason=item.reason,
+            ))
 
-    def _store_file(self, ticket: Ticket, message: Message, item: ParsedAttachment,
-                    verdict: attachments.Verdict) -> AttachmentOutcome:
-        key = self.ing.blobs.put(item.payload) if verdict.accepted else None
-        digest = key or hashlib.sha256(item.payload).hexdigest()
-        self.session.add(Attachment(
-            message_id=message.id,  # type: ignore[arg-type]
-            ticket_id=ticket.id,  # type: ignore[arg-type]
-            filename=item.filename, content_type=verdict.detected_type[:127],
-            size=len(item.payload), sha256=digest, storage_key=key,
-            content_id=item.content_id, accepted=verdict.accepted, reason=verdict.reason,
-        ))
-        return AttachmentOutcome(item.filename, verdict.detected_type, len(item.payload), digest,
-                                 verdict.accepted, verdict.reason)
+    def files(self) -> tuple[AttachmentOutcome, ...]:
+        return tuple(AttachmentOutcome(f.filename, f.type, f.size, f.sha256, f.accepted, f.reason)
+                     for f in self.prepared.files)

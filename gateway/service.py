@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 import uvicorn
 from sqlalchemy.engine import Engine
 
+from gateway.imap_poller import ImapPoller
 from gateway.ingest import Ingestor, Policy
 from gateway.links import ReplyAddresses
 from gateway.render import Renderer
 from gateway.sender import RelayConfig, Sender
 from gateway.settings import Settings
 from gateway.smtp_server import GatewayHandler, bind, start_server
+from gateway.worker import IngestWorker, make_pool
 from gateway.workflow import Workflow
 from storage import inbound
 from storage.blobs import BlobStore
@@ -71,6 +73,7 @@ def policy(settings: Settings) -> Policy:
         flood_limit=settings.flood_limit,
         flood_window_minutes=settings.flood_window_minutes,
         max_attachment_size=settings.max_attachment_size,
+        lease_seconds=settings.lease_seconds,
     )
 
 
@@ -85,6 +88,7 @@ class Service:
         self._tasks: list[asyncio.Task[None]] = []
         self._smtp: asyncio.Server | None = None
         self._web: uvicorn.Server | None = None
+        self._imap: list[ImapPoller] = []
 
     async def start(self) -> None:
         parts, settings = self.parts, self.settings
@@ -115,8 +119,18 @@ class Service:
                 self._tasks[0].result()  # surface why the web server could not start
         log.info("SMTP on %s:%d, web on %s:%d", settings.smtp_host, self.smtp_port,
                  settings.web_host, self.web_port)
+        # One thread per IMAP mailbox; a stored mail wakes the ingest loop as SMTP does.
+        self._imap = [
+            ImapPoller(mailbox, parts.engine, parts.blobs, poll_seconds=settings.imap_poll_seconds,
+                       idle_seconds=settings.imap_idle_seconds, max_size=settings.smtp_max_size,
+                       on_stored=handler.on_stored)
+            for mailbox in settings.imap_mailboxes
+        ]
+        for poller in self._imap:
+            poller.start()
 
     async def stop(self) -> None:
+        await asyncio.gather(*(asyncio.to_thread(poller.stop) for poller in self._imap))
         if self._smtp is not None:
             self._smtp.close()
             await self._smtp.wait_closed()
@@ -135,19 +149,21 @@ class Service:
 
     async def _ingest_loop(self) -> None:
         parts = self.parts
-        while True:
-            parts.inbound_ready.clear()
-            try:
-                outcome = await asyncio.to_thread(parts.ingestor.process_next)
-            except Exception:  # the database is away: wait, then try again
-                log.exception("ingest loop could not claim a mail")
-                outcome = None
-            if outcome is not None:
+        pool = make_pool(self.settings.ingest_processes)
+        worker = IngestWorker(parts.ingestor, pool, poll_seconds=self.settings.worker_poll_seconds)
+
+        async def wake_sender() -> None:
+            while True:
+                await worker.processed.wait()
+                worker.processed.clear()
                 parts.outbound_ready.set()
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(parts.inbound_ready.wait(),
-                                       self.settings.worker_poll_seconds)
+
+        waker = asyncio.create_task(wake_sender())
+        try:
+            await worker.run(parts.inbound_ready)
+        finally:
+            waker.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
 
     async def _send_loop(self) -> None:
         parts = self.parts

@@ -7,10 +7,12 @@ Each variable is documented in README.md ("Configuration"). Nothing else in the 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 from starlette.datastructures import Secret
 
@@ -63,7 +65,12 @@ class Settings:
     flood_limit: int
     flood_window_minutes: int
     max_attachment_size: int
+    ingest_processes: int
+    lease_seconds: float
     worker_poll_seconds: float
+    imap_mailboxes: tuple[ImapMailbox, ...] = ()
+    imap_poll_seconds: float = 60.0
+    imap_idle_seconds: float = 300.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -103,7 +110,12 @@ class Settings:
             flood_limit=int(get("FLOOD_LIMIT", "40")),
             flood_window_minutes=int(get("FLOOD_WINDOW_MINUTES", "10")),
             max_attachment_size=int(get("MAX_ATTACHMENT_SIZE", str(5 * 1024 * 1024))),
+            lease_seconds=float(get("LEASE_SECONDS", "30")),
+            ingest_processes=int(get("INGEST_PROCESSES", str(max(1, (os.cpu_count() or 2) - 1)))),
             worker_poll_seconds=float(get("WORKER_POLL_SECONDS", "1.0")),
+            imap_mailboxes=imap_mailboxes(get("IMAP_MAILBOXES", "")),
+            imap_poll_seconds=float(get("IMAP_POLL_SECONDS", "60")),
+            imap_idle_seconds=min(float(get("IMAP_IDLE_SECONDS", "300")), IMAP_IDLE_LIMIT),
         )
 
     @property
@@ -114,6 +126,102 @@ class Settings:
         """True if ``address`` is one of our support domains (RFC 5321 §3.6: we are no relay)."""
         domain = address.rpartition("@")[2].strip().lower().rstrip(".")
         return bool(domain) and domain in self.support_domains
+
+
+
+# ------------------------------------------------------------------ IMAP mailboxes
+
+# RFC 2177 §3: a client must re-issue IDLE at least every 29 minutes or the server may log it off.
+IMAP_IDLE_LIMIT = 29 * 60.0
+IMAP_OPTIONS = ("move_to", "starttls", "verify", "cafile", "oauth2_token_file")
+
+
+@dataclass(frozen=True)
+class ImapMailbox:
+    """One mailbox the IMAP poller reads, from a ``HELPDESK_IMAP_MAILBOXES`` URL."""
+
+    host: str
+    port: int
+    user: str
+    password: Secret  # empty with OAuth2; never printed
+    folder: str = "INBOX"
+    security: str = "tls"  # tls (imaps://, implicit TLS) / starttls / none
+    verify: bool = True  # check the server's certificate and host name
+    cafile: Path | None = None  # trust these CA certificates instead of the system's
+    oauth2_token_file: Path | None = None  # XOAUTH2 with the access token kept in this file
+    move_to: str | None = None  # move stored mail to this folder instead of flagging it
+
+    @property
+    def name(self) -> str:
+        """How logs, the inbound queue (``source``) and the saved position name this mailbox."""
+        return f"{self.user}@{self.host}/{self.folder}"
+
+
+def imap_mailboxes(value: str) -> tuple[ImapMailbox, ...]:
+    """Mailbox URLs separated by whitespace or commas (README.md, "IMAP mailboxes")."""
+    return tuple(_imap_mailbox(url) for url in re.split(r"[\s,]+", value.strip()) if url)
+
+
+def _imap_mailbox(url: str) -> ImapMailbox:
+    parts = urlsplit(url)
+    shown = _without_password(parts)
+
+    def bad(reason: str) -> ValueError:
+        return ValueError(f"HELPDESK_IMAP_MAILBOXES: {shown}: {reason}")
+
+    if parts.scheme not in {"imap", "imaps"}:
+        raise bad("the scheme must be imaps:// (TLS) or imap:// (STARTTLS)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise bad("the port is not a number") from None
+    if not parts.hostname or not parts.username:
+        raise bad("a user and a host are required")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - set(IMAP_OPTIONS))
+    if unknown:
+        raise bad(f"unknown option {', '.join(unknown)} (known: {', '.join(IMAP_OPTIONS)})")
+    options = {name: values[-1] for name, values in query.items()}
+    try:
+        if parts.scheme == "imaps":
+            if "starttls" in options:
+                raise bad("starttls is for imap://; imaps:// is TLS from the first byte")
+            security = "tls"
+        else:
+            security = "starttls" if _flag(options.get("starttls", "true")) else "none"
+        verify = _flag(options.get("verify", "true"))
+    except KeyError as exc:
+        raise bad(f"{exc.args[0]!r} is not true or false") from None
+    password = unquote(parts.password or "")
+    token_file = options.get("oauth2_token_file") or None
+    if bool(password) == bool(token_file):
+        raise bad("give either a password or oauth2_token_file")
+    cafile = options.get("cafile") or None
+    return ImapMailbox(
+        host=parts.hostname,
+        port=port or (993 if security == "tls" else 143),
+        user=unquote(parts.username),
+        password=Secret(password),
+        folder=unquote(parts.path.lstrip("/")) or "INBOX",
+        security=security,
+        verify=verify,
+        cafile=Path(cafile) if cafile else None,
+        oauth2_token_file=Path(token_file) if token_file else None,
+        move_to=options.get("move_to") or None,
+    )
+
+
+def _flag(value: str) -> bool:
+    """A strict boolean: a typo in ``verify=`` must not quietly turn certificate checks off."""
+    return {"true": True, "yes": True, "1": True, "on": True,
+            "false": False, "no": False, "0": False, "off": False}[value.strip().lower()]
+
+
+def _without_password(parts: SplitResult) -> str:
+    user, _, host = parts.netloc.rpartition("@")
+    user = user.partition(":")[0]
+    masked = f"{user}:***@{host}" if parts.password else parts.netloc
+    return parts._replace(netloc=masked).geturl()
 
 
 def _stored_secret(var_dir: Path) -> str:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from sqlalchemy import or_
+from datetime import timedelta
+
+from sqlalchemy import and_, or_
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
 
 from storage.blobs import BlobStore
 from storage.db import supports_skip_locked, transaction
-from storage.models import InboundMessage
+from storage.models import InboundMessage, utcnow
 
 
 def enqueue(
@@ -41,18 +44,56 @@ def enqueue(
         return row.id
 
 
-def claim_next(session: Session, inbound_id: int | None = None) -> InboundMessage | None:
-    """Lock the oldest queued mail (or the one named) for this transaction.
+# A lease older than ``stale`` is taken to belong to a worker that died mid-mail (taking it again
+# is safe: a late worker's result is discarded, see leased_row). After MAX_ATTEMPTS leases a mail
+# is kept as failed instead: a mail that kills its worker must not loop forever.
+STALE_LEASE = timedelta(seconds=30)
+MAX_ATTEMPTS = 5
 
-    On PostgreSQL other gateway processes skip a locked row; on SQLite the write transaction
-    (BEGIN IMMEDIATE) already makes the claim exclusive.
-    """
-    query = select(InboundMessage).where(InboundMessage.state == "queued")
+
+def lease(
+    engine: Engine, worker: str, limit: int, inbound_id: int | None = None,
+    stale: timedelta = STALE_LEASE,
+) -> list[tuple[int, str]]:
+    """Take up to ``limit`` queued mails (oldest first, or the one named) for ``worker``;
+    return their (queue id, raw blob key). Committed at once, so parsing happens outside any
+    transaction; PostgreSQL workers skip rows that another is leasing right now."""
+    now = utcnow()
+    takeable = or_(
+        col(InboundMessage.state) == "queued",
+        and_(col(InboundMessage.state) == "processing",
+             col(InboundMessage.claimed_at) < now - stale),
+    )
+    query = select(InboundMessage).where(takeable)
     if inbound_id is not None:
         query = query.where(InboundMessage.id == inbound_id)
-    query = query.order_by(InboundMessage.id).limit(1)  # type: ignore[arg-type]
-    if supports_skip_locked(session.get_bind()):  # type: ignore[arg-type]
+    query = query.order_by(col(InboundMessage.id)).limit(limit)
+    if supports_skip_locked(engine):
         query = query.with_for_update(skip_locked=True)
+    leased = []
+    with transaction(engine) as session:
+        for row in session.exec(query).all():
+            assert row.id is not None
+            if row.attempts >= MAX_ATTEMPTS:
+                row.state, row.outcome = "failed", "failed"
+                row.error = f"gave up after {row.attempts} attempts (the worker kept dying)"
+            else:
+                row.state, row.claimed_by, row.claimed_at = "processing", worker, now
+                row.attempts += 1
+                leased.append((row.id, row.raw_key))
+            session.add(row)
+    return leased
+
+
+def leased_row(session: Session, inbound_id: int, worker: str) -> InboundMessage | None:
+    """The mail if ``worker`` still holds its lease, locked for this transaction."""
+    query = select(InboundMessage).where(
+        InboundMessage.id == inbound_id,
+        InboundMessage.state == "processing",
+        InboundMessage.claimed_by == worker,
+    )
+    if supports_skip_locked(session.get_bind()):  # type: ignore[arg-type]
+        query = query.with_for_update()
     return session.exec(query).first()
 
 
@@ -70,18 +111,6 @@ def earlier_copy(session: Session, row: InboundMessage) -> InboundMessage | None
     return session.exec(query).first()
 
 
-def mark_failed(engine: Engine, inbound_id: int, error: str) -> None:
-    """Keep a mail that could not be processed, with its error, for `helpdesk inbound retry`."""
-    with transaction(engine) as session:
-        row = session.get(InboundMessage, inbound_id)
-        if row is not None:
-            row.state = "failed"
-            row.outcome = "failed"
-            row.attempts += 1
-            row.error = error[:4000]
-            session.add(row)
-
-
 def requeue_failed(engine: Engine, ids: list[int] | None = None) -> int:
     with transaction(engine) as session:
         query = select(InboundMessage).where(InboundMessage.state == "failed")
@@ -89,6 +118,45 @@ def requeue_failed(engine: Engine, ids: list[int] | None = None) -> int:
             query = query.where(InboundMessage.id.in_(ids))  # type: ignore[union-attr]
         rows = session.exec(query).all()
         for row in rows:
-            row.state = "queued"
+            row.state, row.attempts = "queued", 0
             session.add(row)
         return len(rows)
+
+
+def enqueue_once(
+    engine: Engine,
+    blobs: BlobStore,
+    raw: bytes,
+    *,
+    channel: str,
+    source: str,
+    source_ref: str,
+    mail_from: str = "",
+    rcpt_to: tuple[str, ...] = (),
+) -> tuple[int, bool]:
+    """Like :func:`enqueue` for a channel that may hand over the same mail again; returns
+    ``(queue id, created)``.
+
+    An IMAP poller that stopped between storing a mail and flagging it on the server fetches it
+    again: the unique (channel, source, source_ref) then names the row already queued, and the
+    mail is not queued twice. The blob store is content-addressed, so its second write is a no-op.
+    """
+    try:
+        return enqueue(engine, blobs, raw, channel=channel, source=source,
+                       source_ref=source_ref, mail_from=mail_from, rcpt_to=rcpt_to), True
+    except IntegrityError:
+        existing = queued_from(engine, channel, source, source_ref)
+        if existing is None:  # some other constraint: not ours to hide
+            raise
+        return existing, False
+
+
+def queued_from(engine: Engine, channel: str, source: str, source_ref: str) -> int | None:
+    """The queue id of the mail a channel already handed over under this reference, if any."""
+    with transaction(engine, write=False) as session:
+        query = select(InboundMessage.id).where(
+            InboundMessage.channel == channel,
+            InboundMessage.source == source[:255],
+            InboundMessage.source_ref == source_ref,
+        )
+        return session.exec(query).first()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -201,7 +201,9 @@ class InboundMessage(SQLModel, table=True):
     raw_key: str = Field(max_length=80)
     raw_sha256: str = Field(max_length=64, index=True)
     size: int
-    state: str = Field(default="queued", max_length=12, index=True)  # queued/done/failed
+    state: str = Field(default="queued", max_length=12, index=True)  # queued/processing/done/failed
+    claimed_by: str | None = Field(default=None, max_length=128)  # the worker leasing it
+    claimed_at: datetime | None = Field(default=None)
     attempts: int = Field(default=0)
     outcome: str | None = Field(default=None, max_length=16)
     reason: str | None = Field(default=None, sa_column=Column(Text))
@@ -210,3 +212,16 @@ class InboundMessage(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text))
     received_at: datetime = Field(default_factory=utcnow)
     processed_at: datetime | None = Field(default=None)
+
+
+class ImapMailboxState(SQLModel, table=True):
+    """Where the IMAP poller is in each mailbox: the last UID handled under one UIDVALIDITY.
+
+    UIDs and UIDVALIDITY are unsigned 32-bit numbers (RFC 3501 §2.3.1.1), hence BIGINT.
+    """
+
+    __tablename__ = "imap_mailbox_state"
+    mailbox: str = Field(primary_key=True, max_length=255)  # the poller's name: user@host/folder
+    uidvalidity: int = Field(sa_column=Column(BigInteger, nullable=False))
+    last_uid: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow)

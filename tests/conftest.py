@@ -237,3 +237,20 @@ def browser():
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
+
+
+# --------------------------------------------------------------------------- IMAP (Dovecot)
+
+
+@pytest.fixture
+def dovecot():
+    """A fresh real Dovecot (IMAP + STARTTLS, IMAPS, XOAUTH2) on loopback ports; see dovecot.py."""
+    from tests.dovecot import DOVECOT, Dovecot
+
+    if not Path(DOVECOT).exists():
+        missing_part(f"Dovecot not found at {DOVECOT} (apt-get install dovecot-imapd)")
+    server = Dovecot().start()
+    try:
+        yield server
+    finally:
+        server.stop()

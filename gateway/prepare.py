@@ -1,0 +1,58 @@
+"""The CPU part of ingesting one mail, runnable in a worker process: parse, check, split.
+
+Parsing (mail-parser), type detection (libmagic) and quote splitting cost more than the SQL of a
+mail, so the gateway runs them in a process pool on the other core, several mails ahead of the
+database transaction that applies them. Accepted attachments are written to the blob store here
+(content-addressed and idempotent, so a mail prepared twice stores nothing twice); only their
+metadata travels back, never their bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway import attachments
+from gateway.parse import ParsedMail, parse
+from gateway.quotes import split_reply
+from storage.blobs import BlobStore
+
+
+@dataclass(frozen=True)
+class PreparedFile:
+    filename: str
+    type: str
+    size: int
+    sha256: str
+    accepted: bool
+    reason: str | None
+    storage_key: str | None
+    content_id: str | None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    mail: ParsedMail  # without attachment payloads
+    files: tuple[PreparedFile, ...]
+    new_text: str  # the text without its quoted history (used when the mail is a reply)
+
+
+def prepare(raw_key: str, storage_dir: str | Path, max_attachment_size: int) -> Prepared:
+    blobs = BlobStore(Path(storage_dir))
+    mail = parse(blobs.get(raw_key))
+    files = []
+    for item in mail.attachments:
+        verdict = attachments.check(item.payload, max_attachment_size)
+        key = blobs.put(item.payload) if verdict.accepted else None
+        files.append(PreparedFile(
+            filename=item.filename, type=verdict.detected_type, size=len(item.payload),
+            sha256=key or hashlib.sha256(item.payload).hexdigest(), accepted=verdict.accepted,
+            reason=verdict.reason, storage_key=key, content_id=item.content_id,
+        ))
+    return Prepared(
+        mail=dataclasses.replace(mail, attachments=()),
+        files=tuple(files),
+        new_text=split_reply(mail.text).new,
+    )
