@@ -14,6 +14,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from email import message_from_bytes
+from email.message import Message
 from email.parser import HeaderParser
 from email.policy import compat32
 from email.utils import parseaddr
@@ -72,6 +73,8 @@ def parse(raw: bytes) -> ParsedMail:
     attachment, an undecodable body) costs that part only; ``defects`` says what was lost."""
     if not raw.strip():
         return _unparsable("empty message")
+    if not _raw_headers(raw):
+        return _unparsable("not a mail: no header at all (a binary file, an Outlook .msg?)")
     try:
         mail = mailparser.parse_from_bytes(raw)
     except Exception as exc:  # one bad mail must never stop the queue
@@ -94,8 +97,13 @@ def parse(raw: bytes) -> ParsedMail:
     raw_headers = _raw_headers(raw)
     body_charset = _declared_charset(headers.get("content-type", ""))
     from_name, from_address = attempt("from", lambda: _sender(raw_headers, mail.from_), ("", ""))
-    text = attempt("text", lambda: _lines("\n".join(mail.text_plain or [])).strip(), "")
-    raw_html = attempt("html", lambda: "\n".join(mail.text_html or []) or None, None)
+    bodies = attempt("body", lambda: _bodies(mail.message), None)
+    if bodies is not None:
+        plain, html_parts = bodies
+    else:  # the stdlib walk failed: take mail-parser's decoding, lossy as it may be
+        plain, html_parts = list(mail.text_plain or []), list(mail.text_html or [])
+    text = attempt("text", lambda: _lines("\n".join(plain)).strip(), "")
+    raw_html = attempt("html", lambda: "\n".join(html_parts) or None, None)
     safe_html = attempt("html", lambda: sanitize_html(raw_html), None) if raw_html else None
     if not text and raw_html:
         text = attempt("html text", lambda: html_to_text(raw_html), "")
@@ -115,6 +123,27 @@ def parse(raw: bytes) -> ParsedMail:
         delivery_report=attempt("report", lambda: _delivery_report(raw, headers), None),
         defects=tuple(defects),
     )
+
+
+def _bodies(message: Message) -> tuple[list[str], list[str]]:
+    """The text and HTML bodies (not attachments), each decoded by charsets.decode: the declared
+    charset if it fits, else the best reading, so that no charset, or a wrong one, or
+    ISO-2022-JP still end as readable text."""
+    plain: list[str] = []
+    html_parts: list[str] = []
+    for part in message.walk():
+        if part.is_multipart() or part.get_content_maintype() != "text":
+            continue
+        disposition = str(part.get("Content-Disposition", "")).lower()
+        if disposition.startswith("attachment") or part.get_filename():
+            continue
+        subtype = part.get_content_subtype()
+        if subtype not in {"plain", "html"}:
+            continue
+        payload = part.get_payload(decode=True) or b""
+        text = charsets.decode(payload, part.get_content_charset())
+        (plain if subtype == "plain" else html_parts).append(text)
+    return plain, html_parts
 
 
 def _raw_headers(raw: bytes) -> dict[bytes, bytes]:
