@@ -22,8 +22,8 @@ from gateway.links import ReplyAddresses
 from gateway.render import Renderer
 from gateway.sender import RelayConfig, Sender
 from gateway.settings import Settings
-from gateway.smtp_server import GatewayHandler, bind, start_server
-from gateway.worker import IngestWorker, make_pool
+from gateway.smtp_server import GatewayHandler, GroupCommit, bind, start_server
+from gateway.worker import IngestProcesses
 from gateway.workflow import Workflow
 from storage import inbound
 from storage.blobs import BlobStore
@@ -86,6 +86,9 @@ class Service:
         self.smtp_port = 0
         self.web_port = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._workers: IngestProcesses | None = None
+        self._committer: GroupCommit[inbound.Arrival] = GroupCommit(
+            lambda arrivals: inbound.record(self.parts.engine, arrivals))
         self._smtp: asyncio.Server | None = None
         self._web: uvicorn.Server | None = None
         self._imap: list[ImapPoller] = []
@@ -105,12 +108,14 @@ class Service:
         )
         self._smtp = await start_server(handler, smtp_sock, hostname=_smtp_hostname(settings),
                                         max_size=settings.smtp_max_size)
+        # Ingestion runs in worker processes of its own, on the other cores.
+        self._workers = IngestProcesses(settings, settings.ingest_processes)
+        self._workers.start()
         app = create_app(settings, parts.engine)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         self._web = uvicorn.Server(config)
         self._tasks = [
             asyncio.create_task(self._web.serve(sockets=[web_sock]), name="web"),
-            asyncio.create_task(self._ingest_loop(), name="ingest"),
             asyncio.create_task(self._send_loop(), name="sender"),
         ]
         while not self._web.started:
@@ -134,6 +139,8 @@ class Service:
         if self._smtp is not None:
             self._smtp.close()
             await self._smtp.wait_closed()
+        if self._workers is not None:
+            await asyncio.to_thread(self._workers.stop)
         if self._web is not None:
             self._web.should_exit = True
         for task in self._tasks[1:]:
@@ -143,27 +150,13 @@ class Service:
                 await task
         self.parts.engine.dispose()
 
-    def _store(self, raw: bytes, mail_from: str, rcpt_tos: tuple[str, ...], peer: str) -> int:
-        return inbound.enqueue(self.parts.engine, self.parts.blobs, raw, channel="smtp",
-                               source=peer, mail_from=mail_from, rcpt_to=rcpt_tos)
-
-    async def _ingest_loop(self) -> None:
-        parts = self.parts
-        pool = make_pool(self.settings.ingest_processes)
-        worker = IngestWorker(parts.ingestor, pool, poll_seconds=self.settings.worker_poll_seconds)
-
-        async def wake_sender() -> None:
-            while True:
-                await worker.processed.wait()
-                worker.processed.clear()
-                parts.outbound_ready.set()
-
-        waker = asyncio.create_task(wake_sender())
-        try:
-            await worker.run(parts.inbound_ready)
-        finally:
-            waker.cancel()
-            pool.shutdown(wait=False, cancel_futures=True)
+    async def _store(self, raw: bytes, mail_from: str, rcpt_tos: tuple[str, ...],
+                     peer: str) -> int:
+        """Durable before 250: the bytes on disk (in parallel across clients), then the queue
+        row, committed together with those of the other clients finishing now."""
+        key = await asyncio.to_thread(self.parts.blobs.put, raw)
+        return await self._committer.record(inbound.Arrival(key, len(raw), "smtp", peer, None,
+                                                            mail_from, rcpt_tos))
 
     async def _send_loop(self) -> None:
         parts = self.parts

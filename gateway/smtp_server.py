@@ -10,19 +10,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 log = logging.getLogger("gateway.smtp")
+
+T = TypeVar("T")
 
 OK_250 = "250 2.1.5 OK"
 ERR_451_STORE = "451 4.3.0 Temporary failure storing the message, try again later"
 ERR_550_RELAY = "550 5.7.1 Relaying denied: this server only accepts mail for its own domains"
 ERR_554_NO_RCPT = "554 5.5.1 No valid recipients"
 
-# store(raw, mail_from, rcpt_tos, peer) -> inbound queue id; blocking, run in a thread.
-StoreFunction = Callable[[bytes, str, tuple[str, ...], str], int]
+# store(raw, mail_from, rcpt_tos, peer) -> inbound queue id, once durably stored.
+StoreFunction = Callable[[bytes, str, tuple[str, ...], str], Awaitable[int]]
 
 
 class GatewayHandler:
@@ -55,14 +58,48 @@ class GatewayHandler:
         assert isinstance(raw, bytes)
         peer = str(session.peer[0]) if isinstance(session.peer, tuple) else str(session.peer)
         try:
-            inbound_id = await asyncio.to_thread(
-                self.store, raw, envelope.mail_from or "", tuple(envelope.rcpt_tos), peer
-            )
+            inbound_id = await self.store(raw, envelope.mail_from or "",
+                                          tuple(envelope.rcpt_tos), peer)
         except Exception:
             log.exception("could not store a %d-byte mail from %s", len(raw), envelope.mail_from)
             return ERR_451_STORE
         self.on_stored()
         return f"250 2.0.0 OK: queued as {inbound_id}"
+
+
+class GroupCommit(Generic[T]):
+    """Records concurrently arriving mails in one transaction: one commit (one fsync) answers
+    every client that finished DATA meanwhile, so acceptance scales with concurrent clients
+    instead of queueing each one behind the disk. Runs on the event loop; the writes in a
+    thread."""
+
+    def __init__(self, record_many: Callable[[list[T]], list[int]]) -> None:
+        self._record_many = record_many
+        self._pending: list[tuple[T, asyncio.Future[int]]] = []
+        self._flushing = False
+
+    async def record(self, item: T) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    ids = await asyncio.to_thread(self._record_many, [item for item, _ in batch])
+                except Exception as exc:
+                    for _, future in batch:
+                        future.set_exception(exc)
+                else:
+                    for (_, future), inbound_id in zip(batch, ids, strict=True):
+                        future.set_result(inbound_id)
+        finally:
+            self._flushing = False
 
 
 async def start_server(

@@ -1,80 +1,90 @@
-"""The ingest loop: lease queued mails in batches, prepare them in a process pool, apply them.
+"""Ingest worker processes: lease queued mails in small batches, prepare them, apply them.
 
-Two stages run side by side: while one batch is written to the database (in a thread of this
-process), the next is being parsed in the pool (other processes, other cores). A batch is small
-(a few dozen mails) so that a lease never sits long and one slow mail delays few others.
+Each worker is an OS process of its own (started by ``helpdesk serve``), so parsing and the
+database work of ingestion run on other cores than the SMTP server, whose event loop only
+accepts. Two workers take turns naturally: while one parses its batch, the other writes its own.
+A worker leaves when told to, or when the process that started it is gone.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import multiprocessing
-from concurrent.futures import Executor, ProcessPoolExecutor
+import os
+import signal
+import time
+from multiprocessing.synchronize import Event
 
-from gateway.ingest import Ingestor
-from gateway.prepare import Prepared, prepare
+from gateway.prepare import Prepared
+from gateway.settings import Settings
 
 log = logging.getLogger("gateway.worker")
 
-
-def make_pool(processes: int) -> Executor:
-    # "spawn": the children start clean, without this process's threads, sockets or engine.
-    return ProcessPoolExecutor(max_workers=processes,
-                               mp_context=multiprocessing.get_context("spawn"))
+BATCH = 8  # small: a lease never waits long, and SQLite's write lock is held only briefly
 
 
-class IngestWorker:
-    def __init__(self, ingestor: Ingestor, pool: Executor, *, batch: int = 32,
-                 poll_seconds: float = 1.0) -> None:
-        self.ingestor = ingestor
-        self.pool = pool
-        self.batch = batch
-        self.poll_seconds = poll_seconds
-        self.processed = asyncio.Event()  # set after each applied batch (wakes the sender)
+def run(settings: Settings, stop: Event, parent_pid: int, log_level: int) -> None:
+    """The body of one worker process."""
+    # Ctrl-C reaches the whole process group; the parent decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("gateway").setLevel(log_level)
+    from gateway.service import build  # here: the child imports what it needs after spawn
 
-    async def run(self, ready: asyncio.Event) -> None:
-        """Lease and prepare in one task, apply in another, one batch apart."""
-        prepared: asyncio.Queue[list[tuple[int, Prepared | BaseException]]] = asyncio.Queue(1)
-        applier = asyncio.create_task(self._apply(prepared))
+    parts = build(settings)
+    ingestor = parts.ingestor
+    idle = min(settings.worker_poll_seconds, 0.2)
+    while not stop.is_set() and os.getppid() == parent_pid:
         try:
-            await self._lease_and_prepare(ready, prepared)
-        finally:
-            applier.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await applier
-
-    async def _lease_and_prepare(
-        self, ready: asyncio.Event,
-        out: asyncio.Queue[list[tuple[int, Prepared | BaseException]]],
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        ing = self.ingestor
-        while True:
-            ready.clear()
+            leased = ingestor.lease(BATCH)
+        except Exception:  # the database is away: wait, then try again
+            log.exception("could not lease queued mail")
+            time.sleep(1)
+            continue
+        if not leased:
+            stop.wait(idle)
+            continue
+        batch: list[tuple[int, Prepared | BaseException]] = []
+        for queue_id, key in leased:
             try:
-                leased = await asyncio.to_thread(ing.lease, self.batch)
-            except Exception:  # the database is away: wait, then try again
-                log.exception("could not lease queued mail")
-                leased = []
-            if not leased:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ready.wait(), self.poll_seconds)
-                continue
-            futures = [loop.run_in_executor(self.pool, prepare, key, ing.blobs.root,
-                                            ing.policy.max_attachment_size)
-                       for _queue_id, key in leased]
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            await out.put([(queue_id, result) for (queue_id, _key), result
-                           in zip(leased, results, strict=True)])
+                batch.append((queue_id, ingestor.prepare(key)))
+            except Exception as exc:  # kept as failed with its error by apply
+                batch.append((queue_id, exc))
+        try:
+            ingestor.apply(batch)
+        except Exception:  # the leases run out and the mails are taken again
+            log.exception("could not apply a batch of %d mails", len(batch))
+    parts.engine.dispose()
 
-    async def _apply(self, batches: asyncio.Queue[list[tuple[int, Prepared | BaseException]]],
-                     ) -> None:
-        while True:
-            batch = await batches.get()
-            try:
-                await asyncio.to_thread(self.ingestor.apply, batch)
-            except Exception:  # leases run out and the mails are taken again later
-                log.exception("could not apply a batch of %d mails", len(batch))
-            self.processed.set()
+
+class IngestProcesses:
+    """Starts and stops the worker processes of one gateway."""
+
+    def __init__(self, settings: Settings, count: int) -> None:
+        self.settings = settings
+        self.count = count
+        context = multiprocessing.get_context("spawn")  # clean children: no inherited threads
+        self._stop = context.Event()
+        self._processes = [
+            context.Process(target=run, name=f"ingest-{n}", daemon=True,
+                            args=(settings, self._stop, os.getpid(),
+                                  logging.getLogger("gateway").getEffectiveLevel()))
+            for n in range(count)
+        ]
+
+    def start(self) -> None:
+        for process in self._processes:
+            process.start()
+
+    def alive(self) -> int:
+        return sum(1 for process in self._processes if process.is_alive())
+
+    def stop(self, timeout: float = 15) -> None:
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for process in self._processes:
+            process.join(max(0.1, deadline - time.monotonic()))
+            if process.is_alive():  # its leases run out; another worker takes the mails
+                process.terminate()
+                process.join(5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import and_, or_
@@ -12,6 +13,19 @@ from sqlmodel import Session, col, select
 from storage.blobs import BlobStore
 from storage.db import supports_skip_locked, transaction
 from storage.models import InboundMessage, utcnow
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A mail whose raw bytes are already in the blob store, to be queued."""
+
+    key: str
+    size: int
+    channel: str
+    source: str = ""
+    source_ref: str | None = None
+    mail_from: str = ""
+    rcpt_to: tuple[str, ...] = ()
 
 
 def enqueue(
@@ -27,21 +41,24 @@ def enqueue(
 ) -> int:
     """Store the raw mail durably and queue it; return the queue id. Raises if it cannot."""
     key = blobs.put(raw)
-    row = InboundMessage(
-        channel=channel,
-        source=source[:255],
-        source_ref=source_ref,
-        mail_from=mail_from[:320],
-        rcpt_to=",".join(rcpt_to),
-        raw_key=key,
-        raw_sha256=key,
-        size=len(raw),
-    )
+    return record(engine, [Arrival(key, len(raw), channel, source, source_ref, mail_from,
+                                   rcpt_to)])[0]
+
+
+def record(engine: Engine, arrivals: list[Arrival]) -> list[int]:
+    """Queue mails already in the blob store, all in one transaction (one commit, one fsync)."""
+    rows = [
+        InboundMessage(
+            channel=a.channel, source=a.source[:255], source_ref=a.source_ref,
+            mail_from=a.mail_from[:320], rcpt_to=",".join(a.rcpt_to), raw_key=a.key,
+            raw_sha256=a.key, size=a.size,
+        )
+        for a in arrivals
+    ]
     with transaction(engine) as session:
-        session.add(row)
+        session.add_all(rows)
         session.flush()
-        assert row.id is not None
-        return row.id
+        return [row.id for row in rows]  # type: ignore[misc]
 
 
 # A lease older than ``stale`` is taken to belong to a worker that died mid-mail (taking it again
