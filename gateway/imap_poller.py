@@ -50,6 +50,7 @@ CONNECT_TIMEOUT = 30.0
 READ_TIMEOUT = 120.0
 FETCH_CHUNK = 100  # UIDs per FETCH of sizes, so a first pass over a big mailbox stays bounded
 MAX_ATTEMPTS = 3  # passes a failing message is retried in before it is left to a person
+MAX_RECHECKS = 3  # extra passes in a row for mail announced during a pass, before idling anyway
 STOP_CHECK_SECONDS = 1.0  # how soon a stop is noticed while idling
 
 
@@ -78,6 +79,9 @@ class Backoff:
         return min(self.limit, self.first * 2 ** max(0, failures - 1))
 
 
+DEFAULT_BACKOFF = Backoff()
+
+
 @dataclass(frozen=True)
 class Selected:
     """What the selected mailbox and the server allow, read once per connection."""
@@ -102,7 +106,7 @@ class ImapPoller:
         idle_seconds: float = 300.0,
         max_size: int = 25 * 1024 * 1024,
         on_stored: Callable[[], None] = lambda: None,
-        backoff: Backoff = Backoff(),  # noqa: B008 (frozen, so one shared default is safe)
+        backoff: Backoff = DEFAULT_BACKOFF,
         stalled_after: float = 15 * 60.0,
     ) -> None:
         self.mailbox = mailbox
@@ -120,8 +124,8 @@ class ImapPoller:
         self._position = Position(0, 0)
         self._attempts: dict[tuple[int, int], int] = {}
         self._failures = 0  # failed attempts since the last pass that went through
+        self._down_since = 0.0  # when the first of those failed
         self._stall_reports = 0
-        self._reachable_at = time.monotonic()
 
     # ------------------------------------------------------------------ lifetime
 
@@ -145,7 +149,6 @@ class ImapPoller:
 
     def run(self) -> None:
         """Serve the mailbox until stopped, reconnecting with capped exponential backoff."""
-        self._reachable_at = time.monotonic()
         while not self._stop.is_set():
             try:
                 with self._session() as (client, selected):
@@ -155,16 +158,20 @@ class ImapPoller:
                 error, level = str(exc), logging.ERROR
             except OUTAGES as exc:
                 error, level = f"{type(exc).__name__}: {exc}", logging.WARNING
+            except imaplib.IMAP4.error as exc:  # NO / BAD: a missing folder, a server refusal
+                error, level = f"the server refused: {_server_text(exc)}", logging.ERROR
             except Exception as exc:  # the loop's one catch-all: log it, back off, go on
                 log.exception("mailbox %s: unexpected error", self.name)
                 error, level = f"{type(exc).__name__}: {exc}", logging.WARNING
             if self._stop.is_set():
                 break
+            if self._failures == 0:
+                self._down_since = time.monotonic()
             self._failures += 1
             delay = self.backoff.delay(self._failures)
             log.log(level, "mailbox %s: %s; retrying in %.1fs (attempt %d)",
                     self.name, error, delay, self._failures)
-            down = time.monotonic() - self._reachable_at
+            down = time.monotonic() - self._down_since
             if down >= self.stalled_after * (self._stall_reports + 1):
                 self._stall_reports += 1
                 log.error("mailbox %s: STALLED, no mail fetched for %.0f minutes (%d failed "
@@ -177,7 +184,6 @@ class ImapPoller:
             log.info("mailbox %s: working again after %d failed attempts", self.name,
                      self._failures)
         self._failures = self._stall_reports = 0
-        self._reachable_at = time.monotonic()
 
     def run_once(self) -> int:
         """One pass: connect, queue what is new, disconnect. Returns how many were newly queued."""
@@ -281,13 +287,18 @@ class ImapPoller:
     # ------------------------------------------------------------------ serving
 
     def _serve(self, client: IMAPClient, selected: Selected) -> None:
+        rechecks = 0
         while not self._stop.is_set():
             self._take_new(client, selected)
             self._reachable()
             if self._stop.is_set():
                 return
-            if _announced_new_mail(client):
-                continue  # it came in during the pass: take it now, IDLE would not say it again
+            # Mail that came in during the pass is taken now: IDLE would not announce it again.
+            # Bounded, for servers that repeat EXISTS after every command.
+            if _announced_new_mail(client) and rechecks < MAX_RECHECKS:
+                rechecks += 1
+                continue
+            rechecks = 0
             if selected.idle:
                 self._idle(client)
             elif not self._stop.wait(self.poll_seconds):

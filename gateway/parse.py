@@ -8,6 +8,8 @@ that cannot be parsed comes back with ``error`` set and as much as could be read
 from __future__ import annotations
 
 import base64
+import binascii
+import contextlib
 import html
 import logging
 import re
@@ -29,6 +31,8 @@ log = logging.getLogger("gateway.parse")
 _MSGID = re.compile(r"<[^<>\s]+>")
 _SPACES = re.compile(r"[ \t\r\f\v]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
+_FIELD_NAME = re.compile(rb"[!-9;-~]{1,76}")
+_UUENCODED = re.compile(r"^begin [0-7]{3,4} ([^\n]+)\n(.*?)\n`?\nend$", re.MULTILINE | re.DOTALL)
 _UNSAFE_FILENAME = re.compile(r"[^\w.\- ()\[\]+,@&=]", re.UNICODE)
 
 
@@ -107,6 +111,7 @@ def parse(raw: bytes) -> ParsedMail:
     safe_html = attempt("html", lambda: sanitize_html(raw_html), None) if raw_html else None
     if not text and raw_html:
         text = attempt("html text", lambda: html_to_text(raw_html), "")
+    text, uu_files = attempt("uuencode", lambda: _uudecode(text), (text, []))
     return ParsedMail(
         message_id=_first_msgid(headers.get("message-id", "")),
         in_reply_to=tuple(_MSGID.findall(headers.get("in-reply-to", ""))),
@@ -119,7 +124,7 @@ def parse(raw: bytes) -> ParsedMail:
         text=text,
         html=safe_html,
         attachments=tuple(attempt("attachments", lambda: _attachments(mail.attachments or []),
-                                  [])),
+                                  [])) + tuple(uu_files),
         delivery_report=attempt("report", lambda: _delivery_report(raw, headers), None),
         defects=tuple(defects),
     )
@@ -154,7 +159,9 @@ def _raw_headers(raw: bytes) -> dict[bytes, bytes]:
     result: dict[bytes, bytes] = {}
     for line in block.split(b"\n"):
         name, colon, value = line.partition(b":")
-        if colon and name and b" " not in name.strip():
+        # RFC 5322 §2.2: a field name is printable US-ASCII except the colon; a binary file
+        # (an Outlook .msg, a picture) also has colons, but not behind such names.
+        if colon and _FIELD_NAME.fullmatch(name.rstrip(b" \t")):
             result.setdefault(name.strip().lower(), value.strip())
     return result
 
@@ -255,6 +262,26 @@ def _attachments(items: list[dict]) -> list[ParsedAttachment]:
             )
         )
     return result
+
+
+def _uudecode(text: str) -> tuple[str, list[ParsedAttachment]]:
+    """Files uuencoded inside a plain-text body (old Outlook Express, scripts) become
+    attachments, and leave the text."""
+    files: list[ParsedAttachment] = []
+
+    def take(found: re.Match[str]) -> str:
+        data = bytearray()
+        for line in found.group(2).splitlines():
+            try:
+                data += binascii.a2b_uu(line)
+            except binascii.Error:  # a damaged line: keep what decodes, as encoders pad oddly
+                with contextlib.suppress(binascii.Error, IndexError):
+                    data += binascii.a2b_uu(line[: ((ord(line[0]) - 32) & 63) * 4 // 3 + 1])
+        files.append(ParsedAttachment(safe_filename(found.group(1).strip()),
+                                      "application/octet-stream", bytes(data), None))
+        return ""
+
+    return _UUENCODED.sub(take, text).strip(), files
 
 
 def _lenient_base64(payload: str | bytes) -> bytes:

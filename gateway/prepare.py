@@ -19,6 +19,11 @@ from gateway.parse import ParsedMail, parse
 from gateway.quotes import split_reply
 from storage.blobs import BlobStore
 
+# Detached signatures of signed mail (RFC 3156, RFC 8551): telling the customer that their
+# signature was "refused" would be nonsense.
+SIGNATURES = frozenset({"application/pgp-signature", "application/pkcs7-signature",
+                        "application/x-pkcs7-signature"})
+
 
 @dataclass(frozen=True)
 class PreparedFile:
@@ -44,6 +49,8 @@ def prepare(raw_key: str, storage_dir: str | Path, max_attachment_size: int) -> 
     mail = parse(blobs.get(raw_key))
     files = []
     for item in mail.attachments:
+        if item.declared_type in SIGNATURES:
+            continue  # a signature is not a file the customer sent: kept in the raw mail only
         verdict = attachments.check(item.payload, max_attachment_size)
         key = blobs.put(item.payload) if verdict.accepted else None
         files.append(PreparedFile(

@@ -111,6 +111,8 @@ class Service:
         # Ingestion runs in worker processes of its own, on the other cores.
         self._workers = IngestProcesses(settings, settings.ingest_processes)
         self._workers.start()
+        if not await asyncio.to_thread(self._workers.wait_ready, 60):
+            log.error("ingest workers did not start within 60 s; mail queues until they do")
         app = create_app(settings, parts.engine)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         self._web = uvicorn.Server(config)

@@ -114,8 +114,8 @@ class Settings:
             ingest_processes=int(get("INGEST_PROCESSES", str(max(1, (os.cpu_count() or 2) - 1)))),
             worker_poll_seconds=float(get("WORKER_POLL_SECONDS", "1.0")),
             imap_mailboxes=imap_mailboxes(get("IMAP_MAILBOXES", "")),
-            imap_poll_seconds=float(get("IMAP_POLL_SECONDS", "60")),
-            imap_idle_seconds=min(float(get("IMAP_IDLE_SECONDS", "300")), IMAP_IDLE_LIMIT),
+            imap_poll_seconds=_positive(get("IMAP_POLL_SECONDS", "60")),
+            imap_idle_seconds=min(_positive(get("IMAP_IDLE_SECONDS", "300")), IMAP_IDLE_LIMIT),
         )
 
     @property
@@ -209,6 +209,13 @@ def _imap_mailbox(url: str) -> ImapMailbox:
         oauth2_token_file=Path(token_file) if token_file else None,
         move_to=options.get("move_to") or None,
     )
+
+
+def _positive(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError(f"{value!r} is not a positive number of seconds")
+    return number
 
 
 def _flag(value: str) -> bool:

@@ -23,7 +23,7 @@ log = logging.getLogger("gateway.worker")
 BATCH = 8  # small: a lease never waits long, and SQLite's write lock is held only briefly
 
 
-def run(settings: Settings, stop: Event, parent_pid: int, log_level: int) -> None:
+def run(settings: Settings, stop: Event, ready: Event, parent_pid: int, log_level: int) -> None:
     """The body of one worker process."""
     # Ctrl-C reaches the whole process group; the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -34,6 +34,7 @@ def run(settings: Settings, stop: Event, parent_pid: int, log_level: int) -> Non
 
     parts = build(settings)
     ingestor = parts.ingestor
+    ready.set()
     idle = min(settings.worker_poll_seconds, 0.2)
     while not stop.is_set() and os.getppid() == parent_pid:
         try:
@@ -66,9 +67,10 @@ class IngestProcesses:
         self.count = count
         context = multiprocessing.get_context("spawn")  # clean children: no inherited threads
         self._stop = context.Event()
+        self._ready = [context.Event() for _ in range(count)]
         self._processes = [
             context.Process(target=run, name=f"ingest-{n}", daemon=True,
-                            args=(settings, self._stop, os.getpid(),
+                            args=(settings, self._stop, self._ready[n], os.getpid(),
                                   logging.getLogger("gateway").getEffectiveLevel()))
             for n in range(count)
         ]
@@ -76,6 +78,11 @@ class IngestProcesses:
     def start(self) -> None:
         for process in self._processes:
             process.start()
+
+    def wait_ready(self, timeout: float = 60) -> bool:
+        """True once every worker has started and is taking mail."""
+        deadline = time.monotonic() + timeout
+        return all(event.wait(max(0.0, deadline - time.monotonic())) for event in self._ready)
 
     def alive(self) -> int:
         return sum(1 for process in self._processes if process.is_alive())
