@@ -42,7 +42,7 @@ bench-profile: install
 # Re-extract user-facing strings and merge them into the catalogs (then translate locale/es).
 i18n: install
 	$(BIN)/pybabel extract -F babel.cfg -o locale/messages.pot --no-location --omit-header .
-	$(BIN)/pybabel update -i locale/messages.pot -d locale --no-location -w 100
+	$(BIN)/pybabel update -i locale/messages.pot -d locale -N --ignore-obsolete -w 100
 
 clean:
 	rm -rf var .pytest_cache

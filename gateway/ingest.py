@@ -227,6 +227,13 @@ class _Run:
         if ticket is not None:
             self.ing.workflow.customer_replied(self.session, ticket, contact)
             self._store(ticket, contact, split=True)
+            refused = self._refused()
+            if refused:  # the customer hears which files we could not take, and why
+                self.ing.workflow.queue(
+                    self.session, event="attachments_refused", ticket=ticket, contact=contact,
+                    thread=self._thread(),
+                    extra={"refused": [{"filename": r.filename, "reason": r.reason}
+                                       for r in refused]})
             return self.finish("threaded", ticket, None)
         new = self.ing.workflow.open_ticket(
             self.session, requester=contact, subject=self._subject(), channel="email",

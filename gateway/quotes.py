@@ -54,11 +54,16 @@ class Split:
         return bool(self.quoted.strip())
 
 
+# Past this size a body is not a person's reply (a log, a dump, a file pasted as text): the
+# splitter's regexes would cost seconds and a gigabyte on it, and nothing would be gained.
+MAX_SPLIT = 256 * 1024
+
+
 def split_reply(text: str) -> Split:
     """The new part and the quoted history of a plain-text body; never loses text."""
     text = text.strip()
-    if not text:
-        return Split("", "")
+    if not text or len(text) > MAX_SPLIT:
+        return Split(text, "")
     try:
         latest = _parser.parse_reply(text) or ""
     except re.error:  # a pathological body must not stop ingestion

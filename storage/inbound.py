@@ -115,17 +115,26 @@ def leased_row(session: Session, inbound_id: int, worker: str) -> InboundMessage
 
 
 def earlier_copy(session: Session, row: InboundMessage) -> InboundMessage | None:
-    """An already processed mail with the same raw bytes or the same Message-ID."""
-    same = InboundMessage.raw_sha256 == row.raw_sha256
-    if row.header_message_id:
-        same = or_(same, InboundMessage.header_message_id == row.header_message_id)
-    query = (
-        select(InboundMessage)
-        .where(same, InboundMessage.id != row.id, InboundMessage.state == "done")
-        .order_by(InboundMessage.id)  # type: ignore[arg-type]
-        .limit(1)
-    )
-    return session.exec(query).first()
+    """An already processed mail with the same raw bytes or the same Message-ID.
+
+    Two queries, each on its own index: an OR of the two lets SQLite fall back to a scan."""
+    for same in (
+        InboundMessage.raw_sha256 == row.raw_sha256,
+        InboundMessage.header_message_id == row.header_message_id
+        if row.header_message_id else None,
+    ):
+        if same is None:
+            continue
+        query = (
+            select(InboundMessage)
+            .where(same, InboundMessage.id != row.id, InboundMessage.state == "done")
+            .order_by(col(InboundMessage.id))
+            .limit(1)
+        )
+        found = session.exec(query).first()
+        if found is not None:
+            return found
+    return None
 
 
 def requeue_failed(engine: Engine, ids: list[int] | None = None) -> int:

@@ -12,7 +12,7 @@ from storage.db import supports_skip_locked, transaction
 from storage.models import Notification, utcnow
 
 # A claim older than this is taken to belong to a sender that died mid-delivery.
-STALE_CLAIM = timedelta(minutes=10)
+STALE_CLAIM = timedelta(minutes=2)
 
 
 def claim_due(engine: Engine, limit: int = 20, now: datetime | None = None) -> list[Notification]:

@@ -104,3 +104,25 @@ def test_relay_down_delays_mail_without_dropping_it(parts, settings):
     after = reload(down, note.id)
     assert (after.state, after.attempts) == ("queued", 1)
     assert after.last_error
+
+
+def test_refused_attachment_on_a_reply_is_reported_to_the_customer(parts, settings):
+    # A reply whose only file is refused threads onto the ticket, and the customer gets a mail
+    # naming the file and the reason.
+    queue_received(parts, "outlook-new-request-es.eml")
+    reply_to = parts.ingestor.reply.address(1001)
+    raw = (b"From: Maria Garcia <maria.garcia@ferreteria-lopez.es>\r\nTo: " + reply_to.encode()
+           + b"\r\nSubject: Re: factura\r\nMessage-ID: <r1@ferreteria-lopez.es>\r\n"
+           b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\n"
+           b"Content-Type: text/plain\r\n\r\nOs mando el programa.\r\n--XX\r\n"
+           b"Content-Type: application/octet-stream\r\nContent-Disposition: attachment; "
+           b"filename=setup.exe\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+           b"TVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAA=\r\n--XX--\r\n")
+    queue_id = inbound.enqueue(parts.engine, parts.blobs, raw, channel="file")
+    assert parts.ingestor.process_next(queue_id).outcome == "threaded"
+    asyncio.run(parts.sender.deliver_due())
+    (eml,) = settings.outbox_dir.glob("*-attachments_refused.eml")
+    mail = parse_mail(eml.read_bytes())
+    assert mail["Subject"].startswith("[#1001] No hemos podido aceptar algunos archivos adjuntos")
+    body = mail.get_body(("plain",)).get_content()
+    assert "- setup.exe: este tipo de archivo no se admite" in body
