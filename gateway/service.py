@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import uvicorn
 from sqlalchemy.engine import Engine
@@ -42,8 +42,6 @@ class Parts:
     blobs: BlobStore
     ingestor: Ingestor
     sender: Sender
-    inbound_ready: asyncio.Event = field(default_factory=asyncio.Event)
-    outbound_ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def build(settings: Settings, engine: Engine | None = None) -> Parts:
@@ -100,11 +98,10 @@ class Service:
         self.smtp_port = smtp_sock.getsockname()[1]
         self.web_port = web_sock.getsockname()[1]
 
-        loop = asyncio.get_running_loop()
         handler = GatewayHandler(
             settings.accepts_recipient,
             self._store,
-            on_stored=lambda: loop.call_soon_threadsafe(parts.inbound_ready.set),
+            on_stored=self._wake_workers,
         )
         self._smtp = await start_server(handler, smtp_sock, hostname=_smtp_hostname(settings),
                                         max_size=settings.smtp_max_size)
@@ -160,10 +157,17 @@ class Service:
         return await self._committer.record(inbound.Arrival(key, len(raw), "smtp", peer, None,
                                                             mail_from, rcpt_tos))
 
+    def _wake_workers(self) -> None:
+        if self._workers is not None:
+            self._workers.wake.set()
+
     async def _send_loop(self) -> None:
+        """Deliver due notifications; woken when a worker applied mail, else every poll."""
         parts = self.parts
         while True:
-            parts.outbound_ready.clear()
+            applied = self._workers.applied if self._workers is not None else None
+            if applied is not None:
+                applied.clear()
             try:
                 sent = await parts.sender.deliver_due()
             except Exception:
@@ -171,9 +175,10 @@ class Service:
                 sent = 0
             if sent:
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(parts.outbound_ready.wait(),
-                                       self.settings.worker_poll_seconds)
+            if applied is not None:
+                await asyncio.to_thread(applied.wait, self.settings.worker_poll_seconds)
+            else:
+                await asyncio.sleep(self.settings.worker_poll_seconds)
 
 
 def _smtp_hostname(settings: Settings) -> str:

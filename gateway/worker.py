@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import signal
 import time
+from dataclasses import dataclass
 from multiprocessing.synchronize import Event
 
 from gateway.prepare import Prepared
@@ -23,7 +24,8 @@ log = logging.getLogger("gateway.worker")
 BATCH = 8  # small: a lease never waits long, and SQLite's write lock is held only briefly
 
 
-def run(settings: Settings, stop: Event, ready: Event, parent_pid: int, log_level: int) -> None:
+def run(settings: Settings, signals: Signals, number: int, parent_pid: int,
+        log_level: int) -> None:
     """The body of one worker process."""
     # Ctrl-C reaches the whole process group; the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -34,8 +36,8 @@ def run(settings: Settings, stop: Event, ready: Event, parent_pid: int, log_leve
 
     parts = build(settings)
     ingestor = parts.ingestor
-    ready.set()
-    idle = min(settings.worker_poll_seconds, 0.2)
+    signals.ready[number].set()
+    stop, wake = signals.stop, signals.wake
     while not stop.is_set() and os.getppid() == parent_pid:
         try:
             leased = ingestor.lease(BATCH)
@@ -44,7 +46,10 @@ def run(settings: Settings, stop: Event, ready: Event, parent_pid: int, log_leve
             time.sleep(1)
             continue
         if not leased:
-            stop.wait(idle)
+            # Woken by the channels when they store a mail; a look anyway every poll, for
+            # mail stored by another gateway process sharing the database.
+            wake.wait(settings.worker_poll_seconds)
+            wake.clear()
             continue
         batch: list[tuple[int, Prepared | BaseException]] = []
         for queue_id, key in leased:
@@ -56,7 +61,18 @@ def run(settings: Settings, stop: Event, ready: Event, parent_pid: int, log_leve
             ingestor.apply(batch)
         except Exception:  # the leases run out and the mails are taken again
             log.exception("could not apply a batch of %d mails", len(batch))
+        signals.applied.set()  # the sender may have notifications to deliver
     parts.engine.dispose()
+
+
+@dataclass
+class Signals:
+    """What the gateway process and its workers tell each other."""
+
+    stop: Event
+    wake: Event  # a channel stored a mail
+    applied: Event  # a worker applied a batch (notifications may be waiting)
+    ready: list[Event]
 
 
 class IngestProcesses:
@@ -66,11 +82,13 @@ class IngestProcesses:
         self.settings = settings
         self.count = count
         context = multiprocessing.get_context("spawn")  # clean children: no inherited threads
-        self._stop = context.Event()
-        self._ready = [context.Event() for _ in range(count)]
+        self.signals = Signals(context.Event(), context.Event(), context.Event(),
+                               [context.Event() for _ in range(count)])
+        self.wake = self.signals.wake
+        self.applied = self.signals.applied
         self._processes = [
             context.Process(target=run, name=f"ingest-{n}", daemon=True,
-                            args=(settings, self._stop, self._ready[n], os.getpid(),
+                            args=(settings, self.signals, n, os.getpid(),
                                   logging.getLogger("gateway").getEffectiveLevel()))
             for n in range(count)
         ]
@@ -82,13 +100,15 @@ class IngestProcesses:
     def wait_ready(self, timeout: float = 60) -> bool:
         """True once every worker has started and is taking mail."""
         deadline = time.monotonic() + timeout
-        return all(event.wait(max(0.0, deadline - time.monotonic())) for event in self._ready)
+        return all(event.wait(max(0.0, deadline - time.monotonic()))
+                   for event in self.signals.ready)
 
     def alive(self) -> int:
         return sum(1 for process in self._processes if process.is_alive())
 
     def stop(self, timeout: float = 15) -> None:
-        self._stop.set()
+        self.signals.stop.set()
+        self.signals.wake.set()
         deadline = time.monotonic() + timeout
         for process in self._processes:
             process.join(max(0.1, deadline - time.monotonic()))
