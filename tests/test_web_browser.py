@@ -7,7 +7,7 @@ import smtplib
 import pytest
 from sqlmodel import Session, select
 
-from storage.models import Ticket
+from storage.models import Message, Ticket
 from tests.conftest import PASSWORD, load_mail, wait_for
 
 pytestmark = pytest.mark.browser
@@ -70,4 +70,35 @@ def test_completed_list_is_empty_for_a_new_ticket(gateway, directory, browser):
     page.wait_for_url("**/tickets?group=completed")
     assert page.locator("table.list").count() == 0
     assert page.get_by_text("No hay tickets en este grupo.").is_visible()
+    context.close()
+
+
+def test_ticket_page_shows_the_new_part_and_keeps_the_quote_one_click_away(gateway, directory,
+                                                                            browser):
+    # A quoted reply shows its new words; the quoted history is there behind "Mostrar...".
+    send_request(gateway, directory)
+    with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=10) as client:
+        client.sendmail("maria.garcia@ferreteria-lopez.es", ["soporte@example.com"],
+                        load_mail("gmail-reply-es-quoted.eml"))
+
+    def replied() -> bool:
+        with Session(directory) as session:
+            return len(session.exec(select(Message)).all()) == 2
+
+    wait_for(replied)
+    context = browser.new_context(locale="es-ES")
+    page = context.new_page()
+    page.goto(gateway.web_url + "/login")
+    page.get_by_label("Email").fill("maria.garcia@ferreteria-lopez.es")
+    page.get_by_label("Contraseña").fill(PASSWORD)
+    page.get_by_role("button", name="Entrar").click()
+    page.wait_for_url("**/tickets")
+    page.goto(gateway.web_url + "/tickets/1001")
+    reply = page.locator("article.message").nth(1)
+    assert "recargo de equivalencia" in reply.locator("div.body").first.inner_text()
+    quoted = reply.locator("details.quoted div.body")
+    assert not quoted.is_visible()
+    reply.get_by_text("Mostrar el mensaje completo, con el texto citado").click()
+    assert quoted.is_visible()
+    assert "escribió" in quoted.inner_text()
     context.close()
