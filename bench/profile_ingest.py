@@ -60,7 +60,7 @@ AREAS: tuple[tuple[str, str, str], ...] = (
 STEPS: tuple[tuple[str, str, str], ...] = (
     ("process_next (everything)", "gateway/ingest.py", "process_next"),
     ("inbound.lease", "storage/inbound.py", "lease"),
-    ("prepare: parse, check and store files (the pool's part)", "gateway/prepare.py", "prepare"),
+    ("prepare: parse, check and store files (CPU part)", "gateway/prepare.py", "prepare"),
     ("Ingestor.apply: rules and storage, one transaction", "gateway/ingest.py", "apply"),
     ("parse: gateway.parse.parse", "gateway/parse.py", "parse"),
     ("  mailparser.parse_from_bytes", "mailparser/core.py", "parse_from_bytes"),
@@ -68,7 +68,6 @@ STEPS: tuple[tuple[str, str, str], ...] = (
     ("quoted-history split (gateway.quotes)", "gateway/quotes.py", "split_reply"),
     ("rules (gateway/rules/*.check)", "gateway/rules/", "check"),
     ("attachments.check (libmagic)", "gateway/attachments.py", "check"),
-    ("inbound.claim_next", "storage/inbound.py", "claim_next"),
     ("inbound.earlier_copy (duplicate check)", "storage/inbound.py", "earlier_copy"),
     ("tickets.contact_by_email", "storage/tickets.py", "contact_by_email"),
     ("tickets.messages_from_since (flood count)", "storage/tickets.py", "messages_from_since"),

@@ -105,7 +105,7 @@ class Ingestor:
 
     def process_next(self, inbound_id: int | None = None) -> Outcome | None:
         """Process the oldest queued mail (or the one named) here and now; None when none is
-        waiting. The gateway's loop does the same in batches, parsing in a process pool."""
+        waiting. The gateway's worker processes do the same in batches (gateway.worker)."""
         leased = self.lease(1, inbound_id)
         if not leased:
             return None

@@ -1,10 +1,9 @@
 """The CPU part of ingesting one mail, runnable in a worker process: parse, check, split.
 
-Parsing (mail-parser), type detection (libmagic) and quote splitting cost more than the SQL of a
-mail, so the gateway runs them in a process pool on the other core, several mails ahead of the
-database transaction that applies them. Accepted attachments are written to the blob store here
-(content-addressed and idempotent, so a mail prepared twice stores nothing twice); only their
-metadata travels back, never their bytes.
+Parsing (mail-parser), type detection (libmagic) and quote splitting run here, outside any
+database transaction, in the ingest worker processes (gateway.worker), off the SMTP process.
+Accepted attachments are written to the blob store here (content-addressed and idempotent, so a
+mail prepared twice stores nothing twice); only their metadata goes on, never their bytes.
 """
 
 from __future__ import annotations
