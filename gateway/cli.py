@@ -10,16 +10,23 @@ import logging
 import mailbox
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import click
 
+from gateway import preview
+from gateway.ratings import queue_reminders
+from gateway.render import to_bytes
 from gateway.service import build, run_forever
 from gateway.settings import Settings
+from gateway.workflow import TransitionError
 from storage import inbound
+from storage.db import transaction
 from storage.demo import seed_if_empty
 from storage.directory import DirectoryError, add_application, add_contact, add_organization
 from storage.migrate import upgrade
+from storage.tickets import ticket_by_number
 
 log = logging.getLogger("gateway.cli")
 
@@ -204,6 +211,76 @@ def contact_add(ctx: click.Context, org_code: str, name: str, email: str, manage
     click.echo(f"contact {email.lower()} added to {org_code}")
 
 
+@main.group()
+def mail() -> None:
+    """Outgoing mail."""
+
+
+@mail.command("preview")
+@click.argument("event")
+@click.option("--lang", type=click.Choice(["es", "en"]), default="es")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Folder for the .eml (default: var/preview).")
+@click.pass_context
+def mail_preview(ctx: click.Context, event: str, lang: str, out_dir: Path | None) -> None:
+    """Write a sample mail of EVENT as .eml (open it in any mail client)."""
+    if event not in preview.events():
+        raise click.ClickException(f"no template for {event!r}; events: "
+                                   + ", ".join(preview.events()))
+    target_dir = out_dir or _settings(ctx).var_dir / "preview"
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / f"{event}-{lang}.eml"
+    target.write_bytes(to_bytes(preview.sample(event, lang)))
+    click.echo(str(target))
+
+
+@main.group()
+def ticket() -> None:
+    """Agents' actions on tickets."""
+
+
+@ticket.command("move")
+@click.argument("number", type=int)
+@click.argument("status")
+@click.option("--actor", required=True, help="Who makes the change (an agent's name).")
+@click.option("--note", default="")
+@click.option("--date", "planned_for", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="The planned date (status planned).")
+@click.option("--request", default=None, help="What we need (status awaiting_customer).")
+@click.pass_context
+def ticket_move(ctx: click.Context, number: int, status: str, actor: str, note: str,
+                planned_for: datetime | None, request: str | None) -> None:
+    """Change a ticket's status; the customer is mailed where the design says so."""
+    parts = build(_settings(ctx))
+    try:
+        with transaction(parts.engine) as session:
+            found = ticket_by_number(session, number)
+            if found is None:
+                raise click.ClickException(f"no ticket {number}")
+            parts.ingestor.workflow.move(session, found, status, actor=actor, note=note,
+                                         planned_for=planned_for.date() if planned_for else None,
+                                         request=request)
+    except TransitionError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"ticket {number} is now {status}")
+
+
+@ticket.command("reply")
+@click.argument("number", type=int)
+@click.option("--agent", required=True, help="The agent's name, as the customer sees it.")
+@click.option("--text", required=True)
+@click.pass_context
+def ticket_reply(ctx: click.Context, number: int, agent: str, text: str) -> None:
+    """Answer a ticket; the requester gets the answer by mail."""
+    parts = build(_settings(ctx))
+    with transaction(parts.engine) as session:
+        found = ticket_by_number(session, number)
+        if found is None:
+            raise click.ClickException(f"no ticket {number}")
+        parts.ingestor.workflow.agent_reply(session, found, agent_name=agent, text=text)
+    click.echo(f"reply queued for ticket {number}")
+
+
 @main.group("app")
 def application() -> None:
     """Applications a ticket can be about."""
@@ -221,6 +298,23 @@ def application_add(ctx: click.Context, name: str) -> None:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"application {name} added")
 
+
+
+@main.group()
+def ratings() -> None:
+    """Ticket ratings (valoraciones)."""
+
+
+@ratings.command("remind")
+@click.pass_context
+def ratings_remind(ctx: click.Context) -> None:
+    """Queue one reminder per unrated ticket resolved HELPDESK_RATING_REMINDER_DAYS ago."""
+    settings = _settings(ctx)
+    parts = build(settings)
+    count = queue_reminders(parts.engine, parts.workflow, parts.rating_links,
+                            settings.rating_reminder_days)
+    parts.engine.dispose()
+    click.echo(f"{count} rating reminder(s) queued")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,9 +7,11 @@ fresh clone needs no build step. ``make i18n`` re-extracts the strings with Babe
 from __future__ import annotations
 
 import io
+from datetime import date
 from functools import cache
 from pathlib import Path
 
+from babel.dates import format_date
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
@@ -55,4 +57,5 @@ def environment(template_dirs: Path | list[Path], lang: str) -> Environment:
     env.policies["ext.i18n.trimmed"] = True
     env.install_gettext_translations(translations(lang), newstyle=True)  # type: ignore[attr-defined]
     env.globals["lang"] = lang
+    env.filters["long_date"] = lambda iso: format_date(date.fromisoformat(iso), "long", locale=lang)
     return env

@@ -326,8 +326,8 @@ class ImapPoller:
                 break
             # imapclient returns nothing, at once, when the server has closed the connection:
             # several such returns in a row mean the connection is gone, not that mail is quiet.
-            early_empty = early_empty + 1 if not responses and \
-                time.monotonic() - began < wait / 2 else 0
+            returned_early = not responses and time.monotonic() - began < wait / 2
+            early_empty = early_empty + 1 if returned_early else 0
             if early_empty >= 3:
                 raise ConnectionError("connection closed by the server during IDLE")
         client.idle_done()

@@ -222,7 +222,7 @@ class _Run:
             new = self.ing.workflow.open_ticket(
                 self.session, requester=contact, subject=self._subject(), channel="email",
                 thread=self._thread(), refused=self._refused(), linked_ticket=ticket)
-            self._store(new, contact, split=True)
+            self._store(new, contact, split=True, opening=True)
             return self.finish("created", new, f"follows {ticket.status} ticket {ticket.number}")
         if ticket is not None:
             self.ing.workflow.customer_replied(self.session, ticket, contact)
@@ -238,7 +238,7 @@ class _Run:
         new = self.ing.workflow.open_ticket(
             self.session, requester=contact, subject=self._subject(), channel="email",
             thread=self._thread(), refused=self._refused())
-        self._store(new, contact, split=False)
+        self._store(new, contact, split=False, opening=True)
         return self.finish("created", new, None)
 
     def _from_stranger(self, contact: Contact | None) -> Outcome:
@@ -260,7 +260,7 @@ class _Run:
             stranger = self._new_contact(org_id, "pending")
             ticket = self.ing.workflow.hold_for_verification(
                 session, sender=stranger, subject=self._subject(), channel="email")
-            self._store(ticket, stranger, split=False)
+            self._store(ticket, stranger, split=False, opening=True)
             return self.finish("held", ticket, "sender pending verification")
         if self.policy.unknown_senders == "accept":
             org = catchall_organization(session, self.policy.catchall_org_code)
@@ -270,7 +270,7 @@ class _Run:
             ticket = self.ing.workflow.open_ticket(
                 session, requester=stranger, subject=self._subject(), channel="email",
                 notify=False)
-            self._store(ticket, stranger, split=False)
+            self._store(ticket, stranger, split=False, opening=True)
             return self.finish("created", ticket, "unknown sender, kept for the team")
         return self.finish("rejected", None, "unknown sender")
 
@@ -352,12 +352,15 @@ class _Run:
                 if not f.accepted]
 
     def _store(self, ticket: Ticket, author: Contact | None, *, split: bool,
-               automatic: bool = False) -> None:
+               automatic: bool = False, opening: bool = False) -> None:
         """The message on its ticket, with its files: accepted ones stored, refused ones noted."""
         mail, row = self.mail, self.row
         message = Message(
             ticket_id=ticket.id,  # type: ignore[arg-type]
             direction="in", channel="email", automatic=automatic,
+            # The mail that opens a ticket comes before the "received" mail queued for it, so
+            # the ticket's thread (and what our next mail answers) keeps the customer's order.
+            created_at=ticket.created_at if opening else utcnow(),
             author_contact_id=author.id if author else None,
             from_address=mail.from_address, subject=mail.subject[:500],
             text=mail.text, html=mail.html,

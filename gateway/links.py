@@ -1,4 +1,4 @@
-"""Signed tokens that we hand out in mail: the per-ticket reply address (more to come here).
+"""Signed tokens that we hand out in mail: the per-ticket reply address and the star links.
 
 The reply address ``soporte+<number>.<signature>@domain`` is put in Reply-To of every mail we send
 for a ticket, so a reply threads even when the client strips References and the subject tag. Its
@@ -11,8 +11,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from dataclasses import dataclass
 
-from itsdangerous import BadSignature, Signer
+from itsdangerous import BadSignature, SignatureExpired, Signer, URLSafeTimedSerializer
 
 _SIG_BYTES = 15  # 120 bits, 24 base32 characters
 
@@ -54,3 +55,62 @@ class ReplyAddresses:
         except BadSignature:
             return None
         return int(value) if value.isdigit() else None
+
+
+RATING_SALT = "rating-link"
+STARS = (1, 2, 3, 4, 5)
+
+
+@dataclass(frozen=True)
+class RatingChoice:
+    """What one star link says: this contact gives this ticket so many stars."""
+
+    ticket_number: int
+    contact_id: int
+    stars: int
+
+
+class BadRatingLink(Exception):
+    """A star link we cannot use; ``reason`` is "expired" or "invalid" (tampered, garbage)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class RatingLinks:
+    """Makes and reads the five signed, expiring star links of a resolved ticket."""
+
+    def __init__(self, secret_key: str, public_url: str, max_age_days: int = 30) -> None:
+        self._serializer = URLSafeTimedSerializer(
+            secret_key, salt=RATING_SALT, signer_kwargs={"digest_method": hashlib.sha256}
+        )
+        self.public_url = public_url.rstrip("/")
+        self.max_age = max_age_days * 24 * 3600
+
+    def token(self, ticket_number: int, contact_id: int, stars: int) -> str:
+        if stars not in STARS:
+            raise ValueError(f"stars must be 1 to 5, not {stars!r}")
+        return self._serializer.dumps([ticket_number, contact_id, stars])
+
+    def url(self, ticket_number: int, contact_id: int, stars: int) -> str:
+        return f"{self.public_url}/rate/{self.token(ticket_number, contact_id, stars)}"
+
+    def read(self, token: str, max_age: int | None = None) -> RatingChoice:
+        """The choice a token carries; raises ``BadRatingLink`` if expired or not ours."""
+        try:
+            value = self._serializer.loads(
+                token, max_age=self.max_age if max_age is None else max_age
+            )
+        except SignatureExpired:
+            raise BadRatingLink("expired") from None
+        except BadSignature:
+            raise BadRatingLink("invalid") from None
+        if (
+            not isinstance(value, list)
+            or len(value) != 3
+            or not all(type(item) is int for item in value)
+            or value[2] not in STARS
+        ):
+            raise BadRatingLink("invalid")
+        return RatingChoice(*value)

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from gateway.imap_poller import ImapPoller
 from gateway.ingest import Ingestor, Policy
-from gateway.links import ReplyAddresses
+from gateway.links import RatingLinks, ReplyAddresses
 from gateway.render import Renderer
 from gateway.sender import RelayConfig, Sender
 from gateway.settings import Settings
@@ -42,14 +42,17 @@ class Parts:
     blobs: BlobStore
     ingestor: Ingestor
     sender: Sender
+    workflow: Workflow
+    rating_links: RatingLinks
 
 
 def build(settings: Settings, engine: Engine | None = None) -> Parts:
     engine = engine or make_engine(settings.database_url)
     blobs = BlobStore(settings.storage_dir)
     reply = ReplyAddresses(str(settings.secret_key), settings.support_address)
+    ratings = RatingLinks(str(settings.secret_key), settings.public_url, settings.rating_link_days)
     workflow = Workflow(support_address=settings.support_address, public_url=settings.public_url,
-                        brand=settings.from_name)
+                        brand=settings.from_name, rating_links=ratings)
     ingestor = Ingestor(engine, blobs, workflow, reply, policy(settings))
     relay = None
     if settings.relay_host:
@@ -58,7 +61,7 @@ def build(settings: Settings, engine: Engine | None = None) -> Parts:
     sender = Sender(engine, Renderer(), reply, from_name=settings.from_name,
                     from_address=settings.support_address, relay=relay,
                     outbox_dir=settings.outbox_dir)
-    return Parts(settings, engine, blobs, ingestor, sender)
+    return Parts(settings, engine, blobs, ingestor, sender, workflow, ratings)
 
 
 def policy(settings: Settings) -> Policy:

@@ -71,6 +71,8 @@ class Settings:
     imap_mailboxes: tuple[ImapMailbox, ...] = ()
     imap_poll_seconds: float = 60.0
     imap_idle_seconds: float = 300.0
+    rating_link_days: int = 30
+    rating_reminder_days: int = 3
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -116,6 +118,8 @@ class Settings:
             imap_mailboxes=imap_mailboxes(get("IMAP_MAILBOXES", "")),
             imap_poll_seconds=_positive(get("IMAP_POLL_SECONDS", "60")),
             imap_idle_seconds=min(_positive(get("IMAP_IDLE_SECONDS", "300")), IMAP_IDLE_LIMIT),
+            rating_link_days=int(get("RATING_LINK_DAYS", "30")),
+            rating_reminder_days=int(get("RATING_REMINDER_DAYS", "3")),
         )
 
     @property

@@ -10,14 +10,18 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
+from gateway.links import RatingLinks
+from gateway.ratings import rating_links
 from gateway.render import new_message_id
 from storage.models import (
     STATUS_GROUPS,
     Contact,
+    Message,
     Notification,
     StatusChange,
     Ticket,
@@ -25,6 +29,35 @@ from storage.models import (
     utcnow,
 )
 from storage.tickets import next_ticket_number
+
+# Which status may follow which (DESIGN "Statuses"). Closed and cancelled are final: a customer's
+# reply to them opens a new, linked ticket instead.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "new": frozenset({"qualified", "in_progress", "pending", "planned", "awaiting_customer",
+                      "resolved", "cancelled"}),
+    "qualified": frozenset({"in_progress", "pending", "planned", "awaiting_customer",
+                            "resolved", "cancelled"}),
+    "in_progress": frozenset({"qualified", "pending", "planned", "awaiting_customer",
+                              "resolved", "cancelled"}),
+    "pending": frozenset({"in_progress", "planned", "awaiting_customer", "resolved",
+                          "cancelled"}),
+    "planned": frozenset({"in_progress", "pending", "awaiting_customer", "resolved",
+                          "cancelled"}),
+    "awaiting_customer": frozenset({"in_progress", "pending", "planned", "resolved",
+                                    "cancelled"}),
+    "resolved": frozenset({"in_progress", "closed"}),
+    "held": frozenset({"new", "cancelled"}),
+    "closed": frozenset(),
+    "cancelled": frozenset(),
+}
+# The mail the customer gets when a ticket enters a status; pending and closed send none.
+STATUS_EVENTS = {"qualified": "qualified", "in_progress": "in_progress", "planned": "planned",
+                 "awaiting_customer": "awaiting_customer", "cancelled": "cancelled"}
+THREAD_DEPTH = 20  # Message-IDs kept in References: enough to thread, short enough for headers
+
+
+class TransitionError(ValueError):
+    """A status change that the workflow does not allow, or that lacks what it needs."""
 
 
 @dataclass(frozen=True)
@@ -42,10 +75,12 @@ class RefusedFile:
 
 
 class Workflow:
-    def __init__(self, *, support_address: str, public_url: str, brand: str) -> None:
+    def __init__(self, *, support_address: str, public_url: str, brand: str,
+                 rating_links: RatingLinks | None = None) -> None:
         self.domain = support_address.rpartition("@")[2]
         self.public_url = public_url
         self.brand = brand
+        self.rating_links = rating_links
 
     def open_ticket(
         self,
@@ -119,6 +154,22 @@ class Workflow:
         session.add(ticket)
         self._record(session, ticket, from_status, to_status, actor, note)
 
+    def resolve(
+        self, session: Session, ticket: Ticket, actor: str, note: str = "",
+        thread: Thread | None = None,
+    ) -> Notification | None:
+        """Resolve a ticket and queue the "resolved" mail with its five signed star links."""
+        if ticket.status == "resolved":
+            return None
+        self.change_status(session, ticket, "resolved", actor, note)
+        requester = session.get(Contact, ticket.requester_id)
+        if requester is None or not requester.active or requester.id is None:
+            return None
+        assert self.rating_links is not None, "Workflow needs rating_links to resolve tickets"
+        links = rating_links(self.rating_links, ticket.number, requester.id)
+        return self.queue(session, event="resolved", ticket=ticket, contact=requester,
+                          thread=thread, extra={"rating_links": links, "note": note})
+
     def _new_ticket(
         self, session: Session, requester: Contact, subject: str, channel: str, status: str,
         application_id: int | None, linked_ticket: Ticket | None,
@@ -151,10 +202,14 @@ class Workflow:
         event: str,
         ticket: Ticket,
         contact: Contact,
-        thread: Thread = Thread(),
+        thread: Thread | None = None,
         extra: dict[str, Any] | None = None,
     ) -> Notification:
-        """Write one outgoing mail to the outbox, with the context its template needs."""
+        """Write one outgoing mail to the outbox, with the context its template needs. Without
+        a thread given, it answers the ticket's latest mail and references the ones before, so
+        every mail of a ticket threads in the customer's client."""
+        if thread is None:
+            thread = ticket_thread(session, ticket)
         context = {
             "brand": self.brand,
             "contact_name": contact.name,
@@ -180,3 +235,63 @@ class Workflow:
         )
         session.add(notification)
         return notification
+
+    # ------------------------------------------------------------------ agents' actions
+
+    def move(
+        self, session: Session, ticket: Ticket, to_status: str, *, actor: str, note: str = "",
+        planned_for: date | None = None, request: str | None = None,
+    ) -> Notification | None:
+        """An agent's status change: checked, recorded, and mailed to the customer where the
+        design says so. Planned needs its date, awaiting-customer what exactly we need."""
+        if to_status not in TRANSITIONS.get(ticket.status, frozenset()):
+            raise TransitionError(f"ticket {ticket.number}: {ticket.status} cannot become "
+                                  f"{to_status}")
+        if to_status == "planned" and planned_for is None:
+            raise TransitionError("a planned ticket needs its planned date")
+        if to_status == "awaiting_customer" and not (request or "").strip():
+            raise TransitionError("say exactly what the customer must send")
+        if to_status == "resolved":
+            return self.resolve(session, ticket, actor=actor, note=note)
+        self.change_status(session, ticket, to_status, actor, note)
+        event = STATUS_EVENTS.get(to_status)
+        if event is None:
+            return None
+        requester = session.get(Contact, ticket.requester_id)
+        assert requester is not None
+        extra: dict[str, Any] = {"note": note}
+        if planned_for is not None:
+            extra["planned_for"] = planned_for.isoformat()
+        if request:
+            extra["request"] = request.strip()
+        return self.queue(session, event=event, ticket=ticket, contact=requester, extra=extra)
+
+    def agent_reply(self, session: Session, ticket: Ticket, *, agent_name: str,
+                    text: str) -> Notification:
+        """An agent's answer: kept on the ticket's thread and mailed to the requester."""
+        requester = session.get(Contact, ticket.requester_id)
+        assert requester is not None and ticket.id is not None
+        notification = self.queue(session, event="agent_reply", ticket=ticket, contact=requester,
+                                  extra={"agent_name": agent_name, "reply_text": text})
+        session.flush()
+        session.add(Message(ticket_id=ticket.id, direction="out", channel="agent",
+                            from_address=agent_name[:320], subject=ticket.subject, text=text,
+                            new_text=text, message_id=notification.message_id,
+                            notification_id=notification.id))
+        ticket.updated_at = utcnow()
+        session.add(ticket)
+        return notification
+
+
+def ticket_thread(session: Session, ticket: Ticket) -> Thread:
+    """The Message-IDs of a ticket's mails, oldest first: its last one is the one to answer."""
+    received = select(Message.message_id, Message.created_at).where(
+        Message.ticket_id == ticket.id, col(Message.message_id).is_not(None))
+    sent = select(Notification.message_id, Notification.created_at).where(
+        Notification.ticket_id == ticket.id)
+    rows = sorted(list(session.exec(received).all()) + list(session.exec(sent).all()),
+                  key=lambda row: row[1])
+    ids = list(dict.fromkeys(mid for mid, _ in rows if mid))[-THREAD_DEPTH:]
+    if not ids:
+        return Thread()
+    return Thread(in_reply_to=ids[-1], references=tuple(ids[:-1]))

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the system parts the gateway and its tests need, when they are missing:
-# libmagic (python-magic), Debian's Chromium (browser tests), swaks (README examples),
-# and makes sure the local PostgreSQL the tests use is running. Safe to run again.
+# libmagic (python-magic), Debian's Chromium (browser tests), Dovecot (IMAP tests; its openssl
+# dependency makes the test certificate), swaks (README examples), and makes sure the local
+# PostgreSQL the tests use is running. Safe to run again.
 set -euo pipefail
 
 need=()
 [ -e /usr/lib/x86_64-linux-gnu/libmagic.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libmagic.so.1 ] || need+=(libmagic1)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+[ -x /usr/sbin/dovecot ] || command -v dovecot >/dev/null 2>&1 || need+=(dovecot-imapd)
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
 
 if [ ${#need[@]} -gt 0 ]; then

@@ -94,7 +94,8 @@ class Ticket(SQLModel, table=True):
     rating: int | None = Field(default=None)
     rating_comment: str | None = Field(default=None, sa_column=Column(Text))
     rating_source: str | None = Field(default=None, max_length=16)
-    rated_at: datetime | None = Field(default=None)
+    rated_at: datetime | None = Field(default=None)  # when the rating was first given
+    rating_reminded_at: datetime | None = Field(default=None)  # the one reminder, when sent
     resolved_at: datetime | None = Field(default=None)
     created_at: datetime = Field(default_factory=utcnow, index=True)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -146,6 +147,16 @@ class StatusChange(SQLModel, table=True):
     actor: str = Field(max_length=320)  # "system", an agent's name, a contact's email
     note: str = Field(default="", sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class RatingOpening(SQLModel, table=True):
+    """One opening of a star link, kept to tell a scanner's burst of openings from a person."""
+
+    __tablename__ = "rating_opening"
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    stars: int
+    opened_at: datetime = Field(default_factory=utcnow, index=True)
 
 
 class Notification(SQLModel, table=True):

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -243,14 +244,24 @@ def browser():
 
 
 @pytest.fixture
-def dovecot():
-    """A fresh real Dovecot (IMAP + STARTTLS, IMAPS, XOAUTH2) on loopback ports; see dovecot.py."""
+def dovecot(request: pytest.FixtureRequest):
+    """A fresh real Dovecot (IMAP + STARTTLS, IMAPS, XOAUTH2) on loopback ports; see dovecot.py.
+
+    Parametrized indirectly, the parameter is the capability list it advertises after login.
+    """
     from tests.dovecot import DOVECOT, Dovecot
 
     if not Path(DOVECOT).exists():
         missing_part(f"Dovecot not found at {DOVECOT} (apt-get install dovecot-imapd)")
-    server = Dovecot().start()
+    server = Dovecot(capabilities=getattr(request, "param", "")).start()
     try:
         yield server
     finally:
         server.stop()
+
+
+def deliver(parts) -> int:
+    """Run the outbox sender once, on an event loop of its own thread: the main thread may hold
+    Playwright's loop (the session-wide browser), where asyncio.run cannot start another."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, parts.sender.deliver_due()).result(120)

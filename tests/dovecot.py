@@ -37,6 +37,8 @@ state_dir = {dir}/state
 instance_name = helpdesk-test-{imap_port}
 log_path = {dir}/dovecot.log
 protocols = imap
+# No statistics service: nothing reads them, and login processes would wait for it on shutdown.
+stats_writer_socket_path =
 listen = 127.0.0.1
 ssl = yes
 ssl_cert = <{dir}/cert.pem
@@ -52,6 +54,7 @@ mail_location = maildir:~/Maildir
 # Dovecot may miss a change made while an IDLE is being set up and only finds it at this
 # periodic check (30 s by default); 1 s keeps the tests that race an APPEND against IDLE quick.
 mailbox_idle_check_interval = 1 secs
+{capabilities}
 namespace inbox {{
   inbox = yes
   separator = /
@@ -70,7 +73,12 @@ userdb {{
   driver = passwd-file
   args = {dir}/users
 }}
+# No chroot: an unprivileged user running Dovecot (a developer's machine) may not chroot.
+service anvil {{
+  chroot =
+}}
 service imap-login {{
+  chroot =
   inet_listener imap {{
     port = {imap_port}
   }}
@@ -96,7 +104,9 @@ class Dovecot:
     user = "soporte"
     password = "clave de prueba"  # noqa: S105 (a test account)
 
-    def __init__(self) -> None:
+    def __init__(self, capabilities: str = "") -> None:
+        """``capabilities`` replaces what Dovecot advertises after login, to play an older
+        server (without IDLE or MOVE, say); the commands themselves keep working."""
         # Not pytest's tmp_path: its parents are private to the test runner's user, and as root
         # Dovecot runs the mailbox as an unprivileged user who must reach the maildir.
         self.dir = Path(tempfile.mkdtemp(prefix="helpdesk-dovecot-"))
@@ -105,6 +115,7 @@ class Dovecot:
         self.imap_port = free_port()
         self.imaps_port = free_port()
         self.valid_tokens: set[str] = set()
+        self.capabilities = capabilities
         self._process: subprocess.Popen[bytes] | None = None
         self._introspection: ThreadingHTTPServer | None = None
 
@@ -126,7 +137,8 @@ class Dovecot:
         config.write_text(CONFIG.format(
             dir=self.dir, imap_port=self.imap_port, imaps_port=self.imaps_port,
             internal_user=internal_user, internal_group=internal_group, login_user=login_user,
-            uid=uid, gid=gid))
+            uid=uid, gid=gid,
+            capabilities=f"imap_capability = {self.capabilities}" if self.capabilities else ""))
         with (self.dir / "dovecot.out").open("wb") as out:
             self._process = subprocess.Popen([DOVECOT, "-F", "-c", str(config)], stdout=out,
                                              stderr=subprocess.STDOUT)
@@ -237,7 +249,7 @@ class Dovecot:
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Introspection)
         server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
         self._introspection = server
 
 

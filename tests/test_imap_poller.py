@@ -281,6 +281,22 @@ def test_mail_appended_while_idling_is_queued_promptly(parts, dovecot, caplog):
     assert not poller.is_alive()
 
 
+@pytest.mark.parametrize("dovecot", ["IMAP4rev1 UIDPLUS"], indirect=True)
+def test_server_without_idle_or_move_is_polled_and_mail_copied_then_expunged(parts, dovecot):
+    # A server that advertises neither IDLE nor MOVE: the poller looks every poll_seconds, and
+    # moves with COPY, \Deleted and UID EXPUNGE (RFC 4315), so INBOX ends empty.
+    poller = poller_for(parts, dovecot.url(move_to="Procesados"), poll_seconds=0.2)
+    poller.start()
+    try:
+        dovecot.append(load_mail("outlook-new-request-es.eml"))
+        wait_for(lambda: queued(parts.engine))
+        wait_for(lambda: dovecot.uids("Procesados") and not dovecot.uids("INBOX"))
+    finally:
+        poller.stop()
+    (moved,) = dovecot.uids("Procesados")
+    assert dovecot.flags(moved, "Procesados") >= STORED
+
+
 def test_service_with_an_imap_mailbox_turns_its_mail_into_a_ticket(settings: Settings, directory,
                                                                    dovecot: Dovecot):
     # The whole gateway with HELPDESK_IMAP_MAILBOXES set: a mail put into the mailbox is

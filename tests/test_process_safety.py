@@ -116,3 +116,29 @@ def test_killed_gateway_loses_and_doubles_nothing_that_got_250(db_url, directory
     assert len(accepted) == total
     missing = [n for n in accepted if counts.get(f"<crash-{n}@ferreteria-lopez.es>") != 1]
     assert missing == []
+
+
+def test_imap_poller_killed_mid_fetch_loses_and_doubles_nothing(db_url, directory, tmp_path,
+                                                                dovecot):
+    # 150 mails wait in the mailbox; the gateway is SIGKILLed while its poller fetches them and
+    # started again: every mail ends on a ticket exactly once, and all are flagged stored.
+    for n in range(150):
+        dovecot.append(request_mail(n, "imap"))
+    env = dict(FAST, HELPDESK_IMAP_MAILBOXES=dovecot.url(), HELPDESK_IMAP_POLL_SECONDS="1")
+
+    def stored() -> int:
+        with Session(directory) as session:
+            return session.exec(select(func.count()).select_from(InboundMessage)).one()
+
+    gateway = GatewayProcess(db_url, tmp_path / "var", **env).start()
+    try:
+        wait_for(lambda: stored() >= 20, timeout=120, interval=0.005)
+        gateway.kill()  # mid-fetch: some mails stored, some maybe stored but not yet flagged
+        assert stored() < 150
+        gateway = GatewayProcess(db_url, tmp_path / "var", **env).start()
+        wait_for(lambda: all_done(directory, 150), timeout=180)
+    finally:
+        gateway.stop()
+    counts = messages_per_id(directory)
+    assert [n for n in range(150) if counts.get(f"<imap-{n}@ferreteria-lopez.es>") != 1] == []
+    assert stored() == 150  # nothing queued twice

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+
+import pytest
+
+from gateway import preview
 from gateway.render import Envelope, Renderer, build_message, to_bytes
 from tests.conftest import parse_mail
 
@@ -77,3 +82,35 @@ def test_line_breaks_in_names_and_subjects_cannot_inject_headers():
     assert "\n" not in mail["Subject"]
     headers = raw.split(b"\r\n\r\n", 1)[0]
     assert b"\r\nBcc:" not in headers
+
+
+@pytest.mark.parametrize("lang", ["es", "en"])
+@pytest.mark.parametrize("event", preview.events())
+def test_every_template_renders_in_both_languages(event, lang):
+    # Every event's mail has the ticket tag, a text part that reads alone, an HTML part in the
+    # contact's language, and (in Spanish) words translated from the English source.
+    mail = parse_mail(to_bytes(preview.sample(event, lang)))
+    assert mail["Subject"].startswith("[#1042] ")
+    text = mail.get_body(("plain",)).get_content()
+    html = mail.get_body(("html",)).get_content()
+    assert "1042" in text and "{{" not in text and "{%" not in text
+    assert f'lang="{lang}"' in html and "{{" not in html
+    assert mail["Content-Language"] == lang
+    if lang == "es":
+        english = parse_mail(to_bytes(preview.sample(event, "en")))
+        assert mail["Subject"] != english["Subject"]
+        assert text != english.get_body(("plain",)).get_content()
+
+
+def test_preview_command_writes_a_sample_of_an_event(tmp_path):
+    # `helpdesk mail preview awaiting_customer --lang es` writes an .eml a mail client opens.
+    from tests.test_cli import HELPDESK
+
+    result = subprocess.run([HELPDESK, "mail", "preview", "awaiting_customer", "--lang", "es",
+                             "--out", str(tmp_path)], capture_output=True, text=True,
+                            check=False, env={"HELPDESK_VAR_DIR": str(tmp_path),
+                                              "HELPDESK_SECRET_KEY": "k", "PATH": "/usr/bin"})
+    assert result.returncode == 0, result.stderr
+    mail = parse_mail((tmp_path / "awaiting_customer-es.eml").read_bytes())
+    assert mail["Subject"].startswith("[#1042] Necesitamos más información")
+    assert "Basta con responder a este correo" in mail.get_body(("plain",)).get_content()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from datetime import timedelta
 
@@ -12,7 +11,7 @@ from sqlmodel import Session, select
 from gateway.service import build
 from storage import inbound
 from storage.models import Notification, utcnow
-from tests.conftest import load_mail, parse_mail
+from tests.conftest import deliver, load_mail, parse_mail
 
 
 def queue_received(parts, name: str = "outlook-new-request-es.eml") -> Notification:
@@ -36,7 +35,7 @@ def relayed(settings, directory, smtp_sink):
 def test_without_relay_mail_is_written_to_the_outbox_folder(parts, settings):
     # The embedded default: the "received" mail lands as an .eml a newcomer can open.
     note = queue_received(parts)
-    assert asyncio.run(parts.sender.deliver_due()) == 1
+    assert deliver(parts) == 1
     (eml,) = settings.outbox_dir.glob("*.eml")
     assert eml.name.endswith("-ticket1001-received.eml")
     mail = parse_mail(eml.read_bytes())
@@ -48,7 +47,7 @@ def test_without_relay_mail_is_written_to_the_outbox_folder(parts, settings):
 def test_contact_language_english_gets_english_mail(parts, settings):
     # Lucía's language is English: her "received" mail and its refusal notice are in English.
     queue_received(parts, "thunderbird-exe-and-pdf-en.eml")
-    asyncio.run(parts.sender.deliver_due())
+    deliver(parts)
     (eml,) = settings.outbox_dir.glob("*.eml")
     mail = parse_mail(eml.read_bytes())
     assert mail["Subject"] == ("[#1001] We have received your request: "
@@ -63,12 +62,12 @@ def test_temporary_refusal_is_retried_later_with_the_same_bytes(relayed, smtp_si
     sink, _port = smtp_sink
     note = queue_received(relayed)
     sink.refuse = "451 4.3.0 Mailbox temporarily unavailable"
-    asyncio.run(relayed.sender.deliver_due())
+    deliver(relayed)
     after = reload(relayed, note.id)
     assert (after.state, after.attempts) == ("queued", 1)
     assert "451" in after.last_error
     assert after.next_attempt_at > utcnow() + timedelta(seconds=20)
-    assert asyncio.run(relayed.sender.deliver_due()) == 0  # not due yet
+    assert deliver(relayed) == 0  # not due yet
 
     sink.refuse = None
     with Session(relayed.engine) as session:
@@ -76,7 +75,7 @@ def test_temporary_refusal_is_retried_later_with_the_same_bytes(relayed, smtp_si
         row.next_attempt_at = utcnow()
         session.add(row)
         session.commit()
-    asyncio.run(relayed.sender.deliver_due())
+    deliver(relayed)
     final = reload(relayed, note.id)
     assert (final.state, final.attempts) == ("sent", 2)
     assert sink.messages[0][2].replace(b"\r\n", b"\n") == final.raw.replace(b"\r\n", b"\n")
@@ -87,7 +86,7 @@ def test_permanent_refusal_gives_up_with_the_reason(relayed, smtp_sink):
     sink, _port = smtp_sink
     note = queue_received(relayed)
     sink.refuse = "550 5.1.1 User unknown"
-    asyncio.run(relayed.sender.deliver_due())
+    deliver(relayed)
     after = reload(relayed, note.id)
     assert (after.state, after.attempts) == ("failed", 1)
     assert "User unknown" in after.last_error
@@ -100,7 +99,7 @@ def test_relay_down_delays_mail_without_dropping_it(parts, settings):
     down = build(dataclasses.replace(settings, relay_host="127.0.0.1", relay_port=free_port()),
                  parts.engine)
     note = queue_received(down)
-    asyncio.run(down.sender.deliver_due())
+    deliver(down)
     after = reload(down, note.id)
     assert (after.state, after.attempts) == ("queued", 1)
     assert after.last_error
@@ -120,7 +119,7 @@ def test_refused_attachment_on_a_reply_is_reported_to_the_customer(parts, settin
            b"TVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAA=\r\n--XX--\r\n")
     queue_id = inbound.enqueue(parts.engine, parts.blobs, raw, channel="file")
     assert parts.ingestor.process_next(queue_id).outcome == "threaded"
-    asyncio.run(parts.sender.deliver_due())
+    deliver(parts)
     (eml,) = settings.outbox_dir.glob("*-attachments_refused.eml")
     mail = parse_mail(eml.read_bytes())
     assert mail["Subject"].startswith("[#1001] No hemos podido aceptar algunos archivos adjuntos")

@@ -13,8 +13,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from gateway.links import RatingLinks
 from gateway.settings import Settings
-from web import auth, tickets
+from web import auth, ratings, tickets
 from web.pages import Pages
 from web.throttle import LoginThrottle
 
@@ -44,6 +45,9 @@ def create_app(settings: Settings, engine: Engine) -> Starlette:
             Route("/logout", auth.logout, methods=["POST"]),
             Route("/tickets", tickets.list_page),
             Route("/tickets/{number:int}", tickets.detail_page),
+            Route("/tickets/{number:int}/rating", ratings.ticket_submit, methods=["POST"]),
+            Route("/rate/{token}", ratings.link_page, methods=["GET"]),
+            Route("/rate/{token}", ratings.link_submit, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         middleware=[
@@ -62,4 +66,6 @@ def create_app(settings: Settings, engine: Engine) -> Starlette:
     app.state.settings = settings
     app.state.pages = Pages(settings.timezone)
     app.state.login_throttle = LoginThrottle()
+    app.state.rating_links = RatingLinks(str(settings.secret_key), settings.public_url,
+                                         settings.rating_link_days)
     return app

@@ -30,9 +30,10 @@ class Pages:
 
     def render(
         self, request: Request, name: str, context: dict[str, Any] | None = None,
-        status_code: int = 200,
+        status_code: int = 200, lang: str | None = None,
     ) -> HTMLResponse:
-        lang = language_of(request)
+        """Render a page in ``lang`` if given (say, the language of a star link's contact)."""
+        lang = pick_language(lang) if lang else language_of(request)
         contact = getattr(request.state, "contact", None)
         page = self._envs[lang].get_template(name).render(
             request=request, contact=contact, csrf_token=csrf.token(request), **(context or {})

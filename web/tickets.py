@@ -6,6 +6,7 @@ from sqlmodel import Session, col, select
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from gateway.ratings import RATEABLE_STATUSES, is_final
 from storage.models import Attachment, Message, StatusChange
 from storage.tickets import ticket_by_number, tickets_of_organization
 from web.auth import current_contact
@@ -49,5 +50,6 @@ async def detail_page(request: Request) -> Response:
         ).all()
     return pages.render(
         request, "ticket.html",
-        {"ticket": ticket, "messages": messages, "files": files, "history": history},
+        {"ticket": ticket, "messages": messages, "files": files, "history": history,
+         "rateable": ticket.status in RATEABLE_STATUSES, "rating_final": is_final(ticket)},
     )

@@ -1,0 +1,52 @@
+"""Sample mails of every template, for `helpdesk mail preview` and for reviewing wording."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from typing import Any
+
+from gateway.render import TEMPLATE_DIR, Envelope, Renderer, build_message
+
+SAMPLE: dict[str, Any] = {
+    "brand": "Soporte",
+    "contact_name": "María García",
+    "ticket_number": 1042,
+    "ticket_subject": "Error al generar la factura de noviembre",
+    "ticket_status": "new",
+    "ticket_url": "http://127.0.0.1:8000/tickets/1042",
+    "portal_url": "http://127.0.0.1:8000",
+}
+EVENT_SAMPLES: dict[str, dict[str, Any]] = {
+    "received": {"refused": [{"filename": "instalador.exe", "reason": "type_not_allowed"}]},
+    "attachments_refused": {"refused": [{"filename": "video.mp4", "reason": "too_large"}],
+                            "ticket_status": "in_progress"},
+    "qualified": {"ticket_status": "qualified"},
+    "in_progress": {"ticket_status": "in_progress"},
+    "planned": {"ticket_status": "planned", "planned_for": "2026-12-03",
+                "note": "Un técnico se conectará en remoto a primera hora."},
+    "awaiting_customer": {"ticket_status": "awaiting_customer",
+                          "request": "Una captura de pantalla del error y la versión del "
+                                     "programa (Ayuda > Acerca de)."},
+    "cancelled": {"ticket_status": "cancelled", "note": "Duplicado del ticket 1040."},
+    "agent_reply": {"ticket_status": "in_progress", "agent_name": "Laura (soporte)",
+                    "reply_text": "Hola María,\n\nya hemos corregido el error. ¿Puedes probar?"},
+}
+
+
+def events() -> list[str]:
+    """Every event that has a template."""
+    return sorted(p.stem for p in TEMPLATE_DIR.glob("*.subject"))
+
+
+def sample(event: str, lang: str, renderer: Renderer | None = None) -> EmailMessage:
+    context = {**SAMPLE, **EVENT_SAMPLES.get(event, {})}
+    rendered = (renderer or Renderer()).render(event, lang, context)
+    envelope = Envelope(
+        from_name="Soporte", from_address="soporte@example.com",
+        to_name=context["contact_name"], to_address="maria.garcia@ferreteria-lopez.es",
+        reply_to="soporte+1042.sample@example.com",
+        message_id=f"<t1042.{event}.sample@example.com>",
+        in_reply_to="<first@ferreteria-lopez.es>", references=("<first@ferreteria-lopez.es>",),
+        language=lang,
+    )
+    return build_message(rendered, envelope)

@@ -1,0 +1,109 @@
+"""Ticket ratings: who may rate, when a rating is final, the star links, and reminders.
+
+Rules (README "Ratings"): a resolved or closed ticket may be rated by a contact of its
+organization. The rating may be changed, and a comment added, until it is final: when the ticket
+is closed, or ``FINAL_AFTER`` after it was first given. ``rated_at`` keeps that first moment;
+``rating_source`` says how the latest value came (``email_link`` or ``web``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from gateway.links import STARS, RatingLinks
+from storage.db import transaction
+from storage.models import Contact, Ticket, utcnow
+from storage.ratings import distinct_stars_opened_since, record_opening, tickets_due_a_reminder
+
+if TYPE_CHECKING:
+    from gateway.workflow import Workflow
+
+RATEABLE_STATUSES = ("resolved", "closed")
+FINAL_AFTER = timedelta(days=14)
+# The scanner rule: openings of different stars of one ticket within this window are a burst.
+BURST_WINDOW = timedelta(seconds=60)
+BURST_DISTINCT_STARS = 2
+COMMENT_LIMIT = 2000
+
+
+def rating_links(links: RatingLinks, ticket_number: int, contact_id: int) -> list[dict[str, Any]]:
+    """The ``rating_links`` context of a mail: one signed URL per star value."""
+    return [{"stars": n, "url": links.url(ticket_number, contact_id, n)} for n in STARS]
+
+
+def may_rate(ticket: Ticket, contact: Contact) -> bool:
+    """A contact of the ticket's organization, on a resolved or closed ticket."""
+    return (
+        ticket.status in RATEABLE_STATUSES
+        and contact.active
+        and contact.organization_id == ticket.organization_id
+    )
+
+
+def is_final(ticket: Ticket, now: datetime | None = None) -> bool:
+    """A given rating can no longer change: the ticket is closed, or it was given long ago."""
+    if ticket.rating is None or ticket.rated_at is None:
+        return False
+    if ticket.status == "closed":
+        return True
+    return (now or utcnow()) - _aware(ticket.rated_at) >= FINAL_AFTER
+
+
+def record(ticket: Ticket, stars: int, comment: str | None, source: str,
+           now: datetime | None = None) -> bool:
+    """Set the rating (and the comment, if one is given); False if the rating is final."""
+    now = now or utcnow()
+    if stars not in STARS or is_final(ticket, now):
+        return False
+    if ticket.rated_at is None:
+        ticket.rated_at = now
+    ticket.rating = stars
+    ticket.rating_source = source
+    if comment is not None:
+        ticket.rating_comment = comment.strip()[:COMMENT_LIMIT] or None
+    return True
+
+
+def opened(session: Session, ticket: Ticket, stars: int, now: datetime | None = None) -> bool:
+    """Record that a star link was opened; True if this looks like a scanner's burst."""
+    now = now or utcnow()
+    assert ticket.id is not None
+    record_opening(session, ticket.id, stars, now)
+    session.flush()
+    return is_burst(session, ticket, now)
+
+
+def is_burst(session: Session, ticket: Ticket, now: datetime | None = None) -> bool:
+    assert ticket.id is not None
+    since = (now or utcnow()) - BURST_WINDOW
+    return distinct_stars_opened_since(session, ticket.id, since) >= BURST_DISTINCT_STARS
+
+
+def queue_reminders(engine: Engine, workflow: Workflow, links: RatingLinks, after_days: int,
+                    now: datetime | None = None) -> int:
+    """Queue one "rating_reminder" per unrated ticket resolved ``after_days`` ago; never twice."""
+    now = now or utcnow()
+    with transaction(engine) as session:
+        tickets = tickets_due_a_reminder(session, now - timedelta(days=after_days))
+        ids = {t.requester_id for t in tickets}
+        contacts = {c.id: c for c in session.exec(select(Contact).where(col(Contact.id).in_(ids)))}
+        queued = 0
+        for ticket in tickets:
+            ticket.rating_reminded_at = now
+            session.add(ticket)
+            contact = contacts[ticket.requester_id]
+            if not contact.active:
+                continue
+            assert contact.id is not None
+            workflow.queue(session, event="rating_reminder", ticket=ticket, contact=contact,
+                           extra={"rating_links": rating_links(links, ticket.number, contact.id)})
+            queued += 1
+        return queued
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
