@@ -49,10 +49,6 @@ class Split:
     new: str
     quoted: str
 
-    @property
-    def has_quote(self) -> bool:
-        return bool(self.quoted.strip())
-
 
 # Past this size a body is not a person's reply (a log, a dump, a file pasted as text): the
 # splitter's regexes would cost seconds and a gigabyte on it, and nothing would be gained.

@@ -57,7 +57,6 @@ class Settings:
     web_host: str
     web_port: int
     from_name: str
-    default_language: str
     timezone: str
     unknown_senders: str  # reject / accept
     catchall_org_code: str
@@ -104,7 +103,6 @@ class Settings:
             web_host=get("WEB_HOST", "127.0.0.1"),
             web_port=int(get("WEB_PORT", "8000")),
             from_name=get("FROM_NAME", "Soporte"),
-            default_language=get("DEFAULT_LANGUAGE", "es"),
             timezone=get("TIMEZONE", "Europe/Madrid"),
             unknown_senders=_choice(get("UNKNOWN_SENDERS", "reject"), ("reject", "accept")),
             catchall_org_code=get("CATCHALL_ORG_CODE", "SIN-CLASIFICAR"),
@@ -121,10 +119,6 @@ class Settings:
             rating_link_days=int(get("RATING_LINK_DAYS", "30")),
             rating_reminder_days=int(get("RATING_REMINDER_DAYS", "3")),
         )
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
 
     def accepts_recipient(self, address: str) -> bool:
         """True if ``address`` is one of our support domains (RFC 5321 §3.6: we are no relay)."""

@@ -103,9 +103,6 @@ class IngestProcesses:
         return all(event.wait(max(0.0, deadline - time.monotonic()))
                    for event in self.signals.ready)
 
-    def alive(self) -> int:
-        return sum(1 for process in self._processes if process.is_alive())
-
     def stop(self, timeout: float = 15) -> None:
         self.signals.stop.set()
         self.signals.wake.set()
