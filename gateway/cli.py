@@ -235,6 +235,27 @@ def mail_preview(ctx: click.Context, event: str, lang: str, out_dir: Path | None
 
 
 @main.group()
+def outbox() -> None:
+    """Outgoing mail queue."""
+
+
+@outbox.command("send")
+@click.pass_context
+def outbox_send(ctx: click.Context) -> None:
+    """Deliver every notification due now, then exit (the gateway does this continuously)."""
+    parts = build(_settings(ctx))
+
+    async def drain() -> int:
+        total = 0
+        while sent := await parts.sender.deliver_due():
+            total += sent
+        return total
+
+    click.echo(f"{asyncio.run(drain())} notification(s) attempted")
+    parts.engine.dispose()
+
+
+@main.group()
 def ticket() -> None:
     """Agents' actions on tickets."""
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import re
 import smtplib
+import subprocess
 import threading
 from email.message import EmailMessage
 
@@ -10,9 +14,11 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from storage.models import InboundMessage, Message
-from tests.conftest import wait_for
-from tests.gateway_process import GatewayProcess
+from gateway.service import build
+from storage import inbound
+from storage.models import InboundMessage, Message, Notification
+from tests.conftest import parse_mail, wait_for
+from tests.gateway_process import HELPDESK, GatewayProcess
 
 # One sender sends hundreds of mails here (no flood limit); a dead worker's leases are taken
 # again after 2 s instead of 30 s.
@@ -142,3 +148,32 @@ def test_imap_poller_killed_mid_fetch_loses_and_doubles_nothing(db_url, director
     counts = messages_per_id(directory)
     assert [n for n in range(150) if counts.get(f"<imap-{n}@ferreteria-lopez.es>") != 1] == []
     assert stored() == 150  # nothing queued twice
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_two_sender_processes_never_send_a_notification_twice(db_url, settings, directory,
+                                                              smtp_sink, tmp_path):
+    # 60 "received" mails queued; two `helpdesk outbox send` processes drain the outbox at once
+    # through the same relay: each mail arrives exactly once and every notification is sent.
+    parts = build(dataclasses.replace(settings, flood_limit=0), directory)
+    for n in range(60):
+        queue_id = inbound.enqueue(parts.engine, parts.blobs, request_mail(n, "outbox"),
+                                   channel="file")
+        assert parts.ingestor.process_next(queue_id).outcome == "created"
+    sink, port = smtp_sink
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HELPDESK_")}
+    env.update(HELPDESK_DATABASE_URL=db_url, HELPDESK_VAR_DIR=str(tmp_path / "send"),
+               HELPDESK_SECRET_KEY="test-secret-key-not-for-production",
+               HELPDESK_RELAY_HOST="127.0.0.1", HELPDESK_RELAY_PORT=str(port))
+    senders = [subprocess.Popen([HELPDESK, "outbox", "send"], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+               for _ in range(2)]
+    outputs = [proc.communicate(timeout=120)[0] for proc in senders]
+    assert [proc.returncode for proc in senders] == [0, 0], outputs
+    attempted = [int(re.search(r"(\d+) notification", out).group(1)) for out in outputs]
+    assert sum(attempted) == 60, attempted  # each claimed by exactly one of the two
+    ids = [parse_mail(raw)["Message-ID"] for _from, _to, raw in sink.messages]
+    assert len(ids) == 60 and len(set(ids)) == 60
+    with Session(parts.engine) as session:
+        states = session.exec(select(Notification.state)).all()
+    assert set(states) == {"sent"} and len(states) == 60
