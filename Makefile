@@ -34,6 +34,8 @@ check: install
 # Quicker while developing: make bench BENCH_ARGS="--n 200 --db sqlite --clients 8 --no-big"
 bench: install system
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.notifier --db sqlite
+	$(BIN)/python -m bench.notifier --db postgresql
 
 # Where the ingest time goes: cProfile of process_next over 200 mails of the mix on SQLite.
 bench-profile: install

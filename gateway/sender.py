@@ -29,6 +29,7 @@ from storage.models import Notification, utcnow
 log = logging.getLogger("gateway.sender")
 
 MAX_ATTEMPTS = 12
+PARALLEL_SENDS = 4  # relay connections at once
 BASE_DELAY = timedelta(seconds=30)
 MAX_DELAY = timedelta(hours=2)
 
@@ -68,41 +69,47 @@ class Sender:
         self.outbox_dir = outbox_dir
 
     async def deliver_due(self) -> int:
-        """Deliver every notification that is due now; return how many were attempted."""
+        """Deliver every notification that is due now; return how many were attempted.
+
+        A claimed batch is rendered, sent over a few relay connections at once, and its
+        outcomes are written in one transaction: one commit for the batch, not two a mail."""
         rows = await asyncio.to_thread(outbox.claim_due, self.engine)
-        for row in rows:
-            await self._deliver_one(row)
+        if not rows:
+            return 0
+        lanes = asyncio.Semaphore(PARALLEL_SENDS)
+
+        async def one(row: Notification) -> outbox.Result:
+            async with lanes:
+                return await self._deliver_one(row)
+
+        results = await asyncio.gather(*(one(row) for row in rows))
+        await asyncio.to_thread(outbox.record_results, self.engine, list(results))
         return len(rows)
 
-    async def _deliver_one(self, row: Notification) -> None:
+    async def _deliver_one(self, row: Notification) -> outbox.Result:
         assert row.id is not None
+        raw, subject = row.raw, row.subject
         try:
-            raw = row.raw
             if raw is None:
                 message = self.compose(row)
-                raw = to_bytes(message)
-                await asyncio.to_thread(
-                    outbox.record_rendered, self.engine, row.id, str(message["Subject"]), raw
-                )
+                raw, subject = to_bytes(message), str(message["Subject"])
             await self._send(raw, row)
         except PermanentFailure as exc:
             log.warning("notification %s to %s refused for good: %s", row.id, row.recipient, exc)
-            await asyncio.to_thread(outbox.mark_failed, self.engine, row.id, str(exc))
+            return outbox.Result(row.id, "failed", raw, subject, str(exc))
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             if row.attempts >= MAX_ATTEMPTS:
                 log.error("notification %s gave up after %d attempts: %s", row.id, row.attempts,
                           reason)
-                await asyncio.to_thread(outbox.mark_failed, self.engine, row.id, reason)
-                return
+                return outbox.Result(row.id, "failed", raw, subject, reason)
             delay = min(BASE_DELAY * 2 ** (row.attempts - 1), MAX_DELAY)
             log.info("notification %s will retry in %s: %s", row.id, delay, reason)
-            await asyncio.to_thread(outbox.mark_retry, self.engine, row.id, reason,
-                                    utcnow() + delay)
-        else:
-            log.info("notification %s %s %s delivered to %s", row.id, row.event,
-                     row.message_id, row.recipient)
-            await asyncio.to_thread(outbox.mark_sent, self.engine, row.id)
+            # The bytes are kept, so the retry sends exactly the same mail (same Message-ID).
+            return outbox.Result(row.id, "queued", raw, subject, reason, utcnow() + delay)
+        log.info("notification %s %s %s delivered to %s", row.id, row.event, row.message_id,
+                 row.recipient)
+        return outbox.Result(row.id, "sent", raw, subject)
 
     def compose(self, row: Notification) -> EmailMessage:
         """Render the mail of a notification from its template and recorded context."""

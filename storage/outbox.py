@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_
@@ -40,32 +41,32 @@ def claim_due(engine: Engine, limit: int = 20, now: datetime | None = None) -> l
         return rows
 
 
-def record_rendered(engine: Engine, notification_id: int, subject: str, raw: bytes) -> None:
-    """Keep the mail as first rendered: retries resend the same bytes, the web shows them."""
+@dataclass(frozen=True)
+class Result:
+    """How one delivery attempt went, with the mail as rendered (kept for retries and pages)."""
+
+    notification_id: int
+    state: str  # sent / queued (retry later) / failed
+    raw: bytes | None
+    subject: str | None
+    error: str | None = None
+    retry_at: datetime | None = None
+
+
+def record_results(engine: Engine, results: list[Result]) -> None:
+    """Write the outcomes of a batch of deliveries in one transaction."""
+    now = utcnow()
     with transaction(engine) as session:
-        row = session.get(Notification, notification_id)
-        if row is not None and row.raw is None:
-            row.subject = subject
-            row.raw = raw
-            session.add(row)
-
-
-def mark_sent(engine: Engine, notification_id: int) -> None:
-    _update(engine, notification_id, state="sent", sent_at=utcnow(), last_error=None)
-
-
-def mark_retry(engine: Engine, notification_id: int, error: str, at: datetime) -> None:
-    _update(engine, notification_id, state="queued", next_attempt_at=at, last_error=error[:4000])
-
-
-def mark_failed(engine: Engine, notification_id: int, error: str) -> None:
-    _update(engine, notification_id, state="failed", last_error=error[:4000])
-
-
-def _update(engine: Engine, notification_id: int, **values: object) -> None:
-    with transaction(engine) as session:
-        row = session.get(Notification, notification_id)
-        if row is not None:
-            for name, value in values.items():
-                setattr(row, name, value)
+        for result in results:
+            row = session.get(Notification, result.notification_id)
+            if row is None:
+                continue
+            if row.raw is None and result.raw is not None:
+                row.raw, row.subject = result.raw, result.subject
+            row.state = result.state
+            row.last_error = result.error[:4000] if result.error else None
+            if result.state == "sent":
+                row.sent_at = now
+            if result.retry_at is not None:
+                row.next_attempt_at = result.retry_at
             session.add(row)
