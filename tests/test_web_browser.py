@@ -25,6 +25,18 @@ def send_request(gateway, directory) -> None:
     wait_for(ticket_exists)
 
 
+def log_in(browser, gateway):
+    """María logs in through the login form of a fresh Spanish browser context."""
+    context = browser.new_context(locale="es-ES")
+    page = context.new_page()
+    page.goto(gateway.web_url + "/login")
+    page.get_by_label("Email").fill("maria.garcia@ferreteria-lopez.es")
+    page.get_by_label("Contraseña").fill(PASSWORD)
+    page.get_by_role("button", name="Entrar").click()
+    page.wait_for_url("**/tickets")
+    return context, page
+
+
 def test_contact_logs_in_and_opens_the_ticket_from_the_open_list(gateway, directory, browser):
     # María logs in with "Recordar usuario", sees #1001 under "Tickets abiertos", opens it,
     # signs out, and finds her email (never her password) filled in on the login page.
@@ -59,13 +71,7 @@ def test_contact_logs_in_and_opens_the_ticket_from_the_open_list(gateway, direct
 def test_completed_list_is_empty_for_a_new_ticket(gateway, directory, browser):
     # A ticket waiting for help is not in "Tickets completados".
     send_request(gateway, directory)
-    context = browser.new_context(locale="es-ES")
-    page = context.new_page()
-    page.goto(gateway.web_url + "/login")
-    page.get_by_label("Email").fill("maria.garcia@ferreteria-lopez.es")
-    page.get_by_label("Contraseña").fill(PASSWORD)
-    page.get_by_role("button", name="Entrar").click()
-    page.wait_for_url("**/tickets")
+    context, page = log_in(browser, gateway)
     page.get_by_role("link", name="Tickets completados").click()
     page.wait_for_url("**/tickets?group=completed")
     assert page.locator("table.list").count() == 0
@@ -86,13 +92,7 @@ def test_ticket_page_shows_the_new_part_and_keeps_the_quote_one_click_away(gatew
             return len(session.exec(select(Message)).all()) == 2
 
     wait_for(replied)
-    context = browser.new_context(locale="es-ES")
-    page = context.new_page()
-    page.goto(gateway.web_url + "/login")
-    page.get_by_label("Email").fill("maria.garcia@ferreteria-lopez.es")
-    page.get_by_label("Contraseña").fill(PASSWORD)
-    page.get_by_role("button", name="Entrar").click()
-    page.wait_for_url("**/tickets")
+    context, page = log_in(browser, gateway)
     page.goto(gateway.web_url + "/tickets/1001")
     reply = page.locator("article.message").nth(1)
     assert "recargo de equivalencia" in reply.locator("div.body").first.inner_text()
