@@ -272,6 +272,9 @@ class _Run:
                 notify=False)
             self._store(ticket, stranger, split=False, opening=True)
             return self.finish("created", ticket, "unknown sender, kept for the team")
+        self.ing.workflow.notify_refused_sender(
+            session, address=mail.from_address, name=mail.from_name, subject=mail.subject,
+            thread=self._thread())
         return self.finish("rejected", None, "unknown sender")
 
     def _autoreply(self, contact: Contact | None, reason: str) -> Outcome:

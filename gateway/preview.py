@@ -28,9 +28,15 @@ EVENT_SAMPLES: dict[str, dict[str, Any]] = {
                           "request": "Una captura de pantalla del error y la versión del "
                                      "programa (Ayuda > Acerca de)."},
     "cancelled": {"ticket_status": "cancelled", "note": "Duplicado del ticket 1040."},
+    "refused_sender": {"sender_name": "Pedro Ruiz", "contact_name": "Pedro Ruiz",
+                       "original_subject": "Consulta sobre precios"},
     "agent_reply": {"ticket_status": "in_progress", "agent_name": "Laura (soporte)",
                     "reply_text": "Hola María,\n\nya hemos corregido el error. ¿Puedes probar?"},
 }
+
+
+# Mails that belong to no ticket: no [#NUMBER] tag, no ticket link.
+WITHOUT_TICKET = frozenset({"refused_sender"})
 
 
 def events() -> list[str]:

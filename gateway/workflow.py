@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -282,6 +282,28 @@ class Workflow:
         session.add(ticket)
         return notification
 
+
+    def notify_refused_sender(self, session: Session, *, address: str, name: str,
+                              subject: str, thread: Thread) -> Notification | None:
+        """Tell a sender we do not know that their mail was not accepted, at most once a day
+        per address, so that a spammer's forged address gets one mail, not one per spam."""
+        since = utcnow() - timedelta(days=1)
+        already = session.exec(select(Notification.id).where(
+            Notification.event == "refused_sender", Notification.recipient == address,
+            col(Notification.created_at) >= since).limit(1)).first()
+        if already is not None:
+            return None
+        references = tuple(dict.fromkeys((*thread.references, *filter(None, [thread.in_reply_to]))))
+        context = {"brand": self.brand, "sender_name": name or address, "contact_name": name,
+                   "original_subject": subject, "portal_url": self.public_url}
+        notification = Notification(
+            event="refused_sender", recipient=address, language="es",
+            context=json.dumps(context, ensure_ascii=False),
+            message_id=new_message_id(self.domain, "refused"),
+            in_reply_to=thread.in_reply_to, references=" ".join(references) or None,
+        )
+        session.add(notification)
+        return notification
 
 def ticket_thread(session: Session, ticket: Ticket) -> Thread:
     """The Message-IDs of a ticket's mails, oldest first: its last one is the one to answer."""

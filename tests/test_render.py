@@ -90,10 +90,12 @@ def test_every_template_renders_in_both_languages(event, lang):
     # Every event's mail has the ticket tag, a text part that reads alone, an HTML part in the
     # contact's language, and (in Spanish) words translated from the English source.
     mail = parse_mail(to_bytes(preview.sample(event, lang)))
-    assert mail["Subject"].startswith("[#1042] ")
     text = mail.get_body(("plain",)).get_content()
     html = mail.get_body(("html",)).get_content()
-    assert "1042" in text and "{{" not in text and "{%" not in text
+    if event not in preview.WITHOUT_TICKET:
+        assert mail["Subject"].startswith("[#1042] ")
+        assert "1042" in text
+    assert "{{" not in text and "{%" not in text
     assert f'lang="{lang}"' in html and "{{" not in html
     assert mail["Content-Language"] == lang
     if lang == "es":

@@ -125,3 +125,23 @@ def test_refused_attachment_on_a_reply_is_reported_to_the_customer(parts, settin
     assert mail["Subject"].startswith("[#1001] No hemos podido aceptar algunos archivos adjuntos")
     body = mail.get_body(("plain",)).get_content()
     assert "- setup.exe: este tipo de archivo no se admite" in body
+
+
+def test_unknown_sender_is_told_once_a_day_that_the_mail_was_not_accepted(parts, settings):
+    # Two mails from a stranger: one "we could not accept your mail" notice, in Spanish, marked
+    # automatic, answering the stranger's mail; the second mail gets no second notice.
+    for n, name in enumerate(("unknown-sender-gmail-es.eml", "hotmail-unknown-sender-es.eml",
+                              "unknown-sender-gmail-es.eml")):
+        raw = load_mail(name)
+        if n == 2:  # the same stranger again, with another mail
+            raw = raw.replace(b"Message-ID: <CAH4", b"Message-ID: <again-CAH4")
+        queue_id = inbound.enqueue(parts.engine, parts.blobs, raw, channel="file")
+        assert parts.ingestor.process_next(queue_id).outcome == "rejected"
+    deliver(parts)
+    notices = [parse_mail(p.read_bytes()) for p in settings.outbox_dir.glob("*refused_sender.eml")]
+    recipients = sorted(m["To"].addresses[0].addr_spec for m in notices)
+    assert recipients.count("pedro.ruiz.1987@gmail.com") == 1
+    pedro = next(m for m in notices if m["To"].addresses[0].addr_spec.startswith("pedro"))
+    assert pedro["Subject"] == "No hemos podido aceptar tu correo: Consulta sobre precios"
+    assert pedro["Auto-Submitted"] == "auto-generated"
+    assert pedro["In-Reply-To"] == "<CAH4n2kR9xYz3pQ7mT1vB8cW0dF5gJ6sL2a@mail.gmail.com>"
