@@ -162,15 +162,14 @@ class Service:
 
     def _wake_workers(self) -> None:
         if self._workers is not None:
-            self._workers.wake.set()
+            self._workers.wake()
 
     async def _send_loop(self) -> None:
         """Deliver due notifications; woken when a worker applied mail, else every poll."""
         parts = self.parts
         while True:
-            applied = self._workers.applied if self._workers is not None else None
-            if applied is not None:
-                applied.clear()
+            applied = self._workers.signals.applied if self._workers is not None else None
+            seen = applied.value if applied is not None else 0
             try:
                 sent = await parts.sender.deliver_due()
             except Exception:
@@ -178,10 +177,11 @@ class Service:
                 sent = 0
             if sent:
                 continue
-            if applied is not None:
-                await asyncio.to_thread(applied.wait, self.settings.worker_poll_seconds)
-            else:
-                await asyncio.sleep(self.settings.worker_poll_seconds)
+            deadline = asyncio.get_running_loop().time() + self.settings.worker_poll_seconds
+            while asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.02)
+                if applied is not None and applied.value != seen:
+                    break
 
 
 def _smtp_hostname(settings: Settings) -> str:

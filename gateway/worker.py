@@ -15,11 +15,14 @@ import signal
 import time
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event
+from typing import Any
 
 from gateway.prepare import Prepared
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.worker")
+
+Counter = Any  # a multiprocessing RawValue("Q"): shared memory, no lock
 
 BATCH = 8  # small: a lease never waits long, and SQLite's write lock is held only briefly
 
@@ -36,9 +39,10 @@ def run(settings: Settings, signals: Signals, number: int, parent_pid: int,
 
     parts = build(settings)
     ingestor = parts.ingestor
-    signals.ready[number].set()
-    stop, wake = signals.stop, signals.wake
+    signals.ready[number] = 1
+    stop = signals.stop
     while not stop.is_set() and os.getppid() == parent_pid:
+        seen = signals.wake.value
         try:
             leased = ingestor.lease(BATCH)
         except Exception:  # the database is away: wait, then try again
@@ -48,8 +52,7 @@ def run(settings: Settings, signals: Signals, number: int, parent_pid: int,
         if not leased:
             # Woken by the channels when they store a mail; a look anyway every poll, for
             # mail stored by another gateway process sharing the database.
-            wake.wait(settings.worker_poll_seconds)
-            wake.clear()
+            wait_for_change(signals.wake, seen, settings.worker_poll_seconds)
             continue
         batch: list[tuple[int, Prepared | BaseException]] = []
         for queue_id, key in leased:
@@ -61,18 +64,36 @@ def run(settings: Settings, signals: Signals, number: int, parent_pid: int,
             ingestor.apply(batch)
         except Exception:  # the leases run out and the mails are taken again
             log.exception("could not apply a batch of %d mails", len(batch))
-        signals.applied.set()  # the sender may have notifications to deliver
+        bump(signals.applied)  # the sender may have notifications to deliver
     parts.engine.dispose()
 
 
 @dataclass
 class Signals:
-    """What the gateway process and its workers tell each other."""
+    """What the gateway process and its workers tell each other.
 
-    stop: Event
-    wake: Event  # a channel stored a mail
-    applied: Event  # a worker applied a batch (notifications may be waiting)
-    ready: list[Event]
+    Shared counters, polled, rather than multiprocessing Events: an Event's set() waits for
+    every sleeping waiter to wake, and a waiter killed in its sleep (SIGKILL of the gateway)
+    would leave the setter blocked for ever, a worker hung or the SMTP server frozen."""
+
+    stop: Event  # set by the gateway; workers only look at it, never sleep on it
+    wake: Counter  # a channel stored a mail
+    applied: Counter  # a worker applied a batch (notifications may be waiting)
+    ready: Any  # one flag per worker: started and taking mail
+
+
+def bump(counter: Counter) -> None:
+    # No lock on purpose: a lost increment still changes the value, and nothing can be left
+    # blocked on a lock held by a process that was killed.
+    counter.value = (counter.value + 1) % 2**63
+
+
+def wait_for_change(counter: Counter, seen: int, timeout: float, step: float = 0.02) -> int:
+    """Sleep until ``counter`` moves past ``seen`` or ``timeout`` passes; its value then."""
+    deadline = time.monotonic() + timeout
+    while counter.value == seen and time.monotonic() < deadline:
+        time.sleep(step)
+    return counter.value
 
 
 class IngestProcesses:
@@ -82,10 +103,8 @@ class IngestProcesses:
         self.settings = settings
         self.count = count
         context = multiprocessing.get_context("spawn")  # clean children: no inherited threads
-        self.signals = Signals(context.Event(), context.Event(), context.Event(),
-                               [context.Event() for _ in range(count)])
-        self.wake = self.signals.wake
-        self.applied = self.signals.applied
+        self.signals = Signals(context.Event(), context.RawValue("Q", 0),
+                               context.RawValue("Q", 0), context.RawArray("b", count))
         self._processes = [
             context.Process(target=run, name=f"ingest-{n}", daemon=True,
                             args=(settings, self.signals, n, os.getpid(),
@@ -100,12 +119,16 @@ class IngestProcesses:
     def wait_ready(self, timeout: float = 60) -> bool:
         """True once every worker has started and is taking mail."""
         deadline = time.monotonic() + timeout
-        return all(event.wait(max(0.0, deadline - time.monotonic()))
-                   for event in self.signals.ready)
+        while sum(self.signals.ready) < self.count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return sum(self.signals.ready) >= self.count
+
+    def wake(self) -> None:
+        """A channel stored a mail: idle workers look at the queue now."""
+        bump(self.signals.wake)
 
     def stop(self, timeout: float = 15) -> None:
         self.signals.stop.set()
-        self.signals.wake.set()
         deadline = time.monotonic() + timeout
         for process in self._processes:
             process.join(max(0.1, deadline - time.monotonic()))

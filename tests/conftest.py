@@ -57,7 +57,7 @@ def parse_mail(raw: bytes) -> EmailMessage:
     return msg
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.05):
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05):
     """Poll until ``predicate`` returns something truthy; return it, or fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:

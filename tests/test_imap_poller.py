@@ -309,5 +309,5 @@ def test_service_with_an_imap_mailbox_turns_its_mail_into_a_ticket(settings: Set
             with Session(directory) as session:
                 return session.exec(select(Ticket)).first()
 
-        assert wait_for(ticket).number == 1001
-        wait_for(lambda: dovecot.flags(uid) >= STORED)
+        assert wait_for(ticket, timeout=60).number == 1001
+        wait_for(lambda: dovecot.flags(uid) >= STORED, timeout=60)
