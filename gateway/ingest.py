@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy.engine import Engine
@@ -22,7 +22,7 @@ from gateway import attachments
 from gateway.correlate import Clues, clues
 from gateway.links import ReplyAddresses
 from gateway.parse import ParsedMail
-from gateway.prepare import Prepared, prepare
+from gateway.prepare import Prepared, PreparedFile, prepare
 from gateway.rules import autoreply, bounce, flood, loop
 from gateway.workflow import RefusedFile, Thread, Workflow
 from storage import inbound
@@ -60,14 +60,8 @@ class Policy:
     lease_seconds: float = 30.0
 
 
-@dataclass(frozen=True)
-class AttachmentOutcome:
-    filename: str
-    type: str
-    size: int
-    sha256: str
-    accepted: bool
-    reason: str | None
+# The attachment fields of the `ingest --json` contract.
+ATTACHMENT_FIELDS = ("filename", "type", "size", "sha256", "accepted", "reason")
 
 
 @dataclass(frozen=True)
@@ -78,7 +72,7 @@ class Outcome:
     reason: str | None
     sender: str
     subject: str
-    attachments: tuple[AttachmentOutcome, ...] = field(default=())
+    attachments: tuple[PreparedFile, ...] = field(default=())
 
     def as_json(self) -> dict:
         """The `helpdesk ingest --json` contract (without the file name)."""
@@ -88,7 +82,8 @@ class Outcome:
             "reason": self.reason,
             "from": self.sender,
             "subject": self.subject,
-            "attachments": [asdict(a) for a in self.attachments],
+            "attachments": [{key: getattr(a, key) for key in ATTACHMENT_FIELDS}
+                            for a in self.attachments],
         }
 
 
@@ -384,6 +379,5 @@ class _Run:
                 accepted=item.accepted, reason=item.reason,
             ))
 
-    def files(self) -> tuple[AttachmentOutcome, ...]:
-        return tuple(AttachmentOutcome(f.filename, f.type, f.size, f.sha256, f.accepted, f.reason)
-                     for f in self.prepared.files)
+    def files(self) -> tuple[PreparedFile, ...]:
+        return self.prepared.files

@@ -67,6 +67,10 @@ class Thread:
     in_reply_to: str | None = None
     references: tuple[str, ...] = ()
 
+    def chain(self) -> tuple[str, ...]:
+        """References for a mail answering this one (RFC 5322 §3.6.4): its References, then it."""
+        return tuple(dict.fromkeys((*self.references, *filter(None, [self.in_reply_to]))))
+
 
 @dataclass(frozen=True)
 class RefusedFile:
@@ -220,7 +224,7 @@ class Workflow:
             "portal_url": self.public_url,
             **(extra or {}),
         }
-        references = tuple(dict.fromkeys((*thread.references, *filter(None, [thread.in_reply_to]))))
+        references = thread.chain()
         notification = Notification(
             ticket_id=ticket.id,
             contact_id=contact.id,
@@ -293,7 +297,7 @@ class Workflow:
             col(Notification.created_at) >= since).limit(1)).first()
         if already is not None:
             return None
-        references = tuple(dict.fromkeys((*thread.references, *filter(None, [thread.in_reply_to]))))
+        references = thread.chain()
         context = {"brand": self.brand, "sender_name": name or address, "contact_name": name,
                    "original_subject": subject, "portal_url": self.public_url}
         notification = Notification(
