@@ -16,17 +16,20 @@ from pathlib import Path
 import click
 
 from gateway import preview
+from gateway.accounts import queue_password_link
+from gateway.links import PasswordLinks
 from gateway.ratings import queue_reminders
 from gateway.render import to_bytes
 from gateway.service import build, run_forever
 from gateway.settings import Settings
+from gateway.verification import decide, pending_request_of
 from gateway.workflow import TransitionError
 from storage import inbound
 from storage.db import transaction
 from storage.demo import seed_if_empty
 from storage.directory import DirectoryError, add_application, add_contact, add_organization
 from storage.migrate import upgrade
-from storage.tickets import ticket_by_number
+from storage.tickets import contact_by_email, ticket_by_number
 
 log = logging.getLogger("gateway.cli")
 
@@ -209,6 +212,48 @@ def contact_add(ctx: click.Context, org_code: str, name: str, email: str, manage
     except DirectoryError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"contact {email.lower()} added to {org_code}")
+
+
+@contact.command("invite")
+@click.argument("email")
+@click.pass_context
+def contact_invite(ctx: click.Context, email: str) -> None:
+    """Mail a contact a single-use link to set their web area password."""
+    settings = _settings(ctx)
+    parts = build(settings)
+    links = PasswordLinks(str(settings.secret_key), settings.public_url,
+                          settings.password_link_hours)
+    try:
+        with transaction(parts.engine) as session:
+            found = contact_by_email(session, email)
+            if found is None or not found.active or found.state != "verified":
+                raise click.ClickException(f"no active, verified contact {email.lower()}")
+            queue_password_link(session, parts.workflow, links, found, invited=True)
+    finally:
+        parts.engine.dispose()
+    click.echo(f"set-password link queued for {email.lower()} (valid "
+               f"{settings.password_link_hours} h)")
+
+
+@contact.command("verify")
+@click.argument("email")
+@click.option("--approve/--reject", required=True, help="The organization's answer.")
+@click.option("--by", "actor", required=True, help="Who decides (and who told us).")
+@click.pass_context
+def contact_verify(ctx: click.Context, email: str, approve: bool, actor: str) -> None:
+    """Decide a pending verification for the team (an organization without managers, or an
+    answer that came by phone)."""
+    parts = build(_settings(ctx))
+    try:
+        with transaction(parts.engine) as session:
+            pending = pending_request_of(session, email)
+            if pending is None:
+                raise click.ClickException(f"no pending verification for {email.lower()}")
+            decision = decide(session, parts.workflow, pending, approve=approve, actor=actor)
+    finally:
+        parts.engine.dispose()
+    outcome = "approved" if approve else "rejected"
+    click.echo(f"{decision.sender.email} {outcome}; tickets {list(decision.tickets)}")
 
 
 @main.group()

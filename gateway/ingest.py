@@ -254,7 +254,8 @@ class _Run:
         if org_id is not None:
             stranger = self._new_contact(org_id, "pending")
             ticket = self.ing.workflow.hold_for_verification(
-                session, sender=stranger, subject=self._subject(), channel="email")
+                session, sender=stranger, subject=self._subject(), channel="email",
+                excerpt=mail.text)
             self._store(ticket, stranger, split=False, opening=True)
             return self.finish("held", ticket, "sender pending verification")
         if self.policy.unknown_senders == "accept":

@@ -32,11 +32,22 @@ EVENT_SAMPLES: dict[str, dict[str, Any]] = {
                        "original_subject": "Consulta sobre precios"},
     "agent_reply": {"ticket_status": "in_progress", "agent_name": "Laura (soporte)",
                     "reply_text": "Hola María,\n\nya hemos corregido el error. ¿Puedes probar?"},
+    "verification_request": {
+        "contact_name": "Ana López", "requester_name": "Pedro Ruiz",
+        "requester_email": "pedro.ruiz@ferreteria-lopez.es",
+        "organization_name": "Ferretería López S.L.",
+        "excerpt": "Buenos días, no puedo abrir el programa de facturación desde esta mañana.",
+        "approve_url": "http://127.0.0.1:8000/verify/sample-approve",
+        "reject_url": "http://127.0.0.1:8000/verify/sample-reject"},
+    "set_password": {"contact_name": "Ana López",
+                     "contact_email": "ana.lopez@ferreteria-lopez.es",
+                     "set_password_url": "http://127.0.0.1:8000/password/set/sample",
+                     "valid_hours": 24, "invited": False},
 }
 
 
 # Mails that belong to no ticket: no [#NUMBER] tag, no ticket link.
-WITHOUT_TICKET = frozenset({"refused_sender"})
+WITHOUT_TICKET = frozenset({"refused_sender", "verification_request", "set_password"})
 
 
 def events() -> list[str]:

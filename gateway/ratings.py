@@ -17,7 +17,12 @@ from sqlmodel import Session, col, select
 from gateway.links import STARS, RatingLinks
 from storage.db import transaction
 from storage.models import Contact, Ticket, utcnow
-from storage.ratings import distinct_stars_opened_since, record_opening, tickets_due_a_reminder
+from storage.ratings import (
+    distinct_stars_opened_since,
+    forget_openings_before,
+    record_opening,
+    tickets_due_a_reminder,
+)
 
 if TYPE_CHECKING:
     from gateway.workflow import Workflow
@@ -28,6 +33,7 @@ FINAL_AFTER = timedelta(days=14)
 BURST_WINDOW = timedelta(seconds=60)
 BURST_DISTINCT_STARS = 2
 COMMENT_LIMIT = 2000
+OPENINGS_KEPT = timedelta(days=1)
 
 
 def rating_links(links: RatingLinks, ticket_number: int, contact_id: int) -> list[dict[str, Any]]:
@@ -103,6 +109,12 @@ def queue_reminders(engine: Engine, workflow: Workflow, links: RatingLinks, afte
                            extra={"rating_links": rating_links(links, ticket.number, contact.id)})
             queued += 1
         return queued
+
+
+def forget_old_openings(engine: Engine, now: datetime | None = None) -> int:
+    """Star-link openings are kept only as long as the scanner rule could use them (a day)."""
+    with transaction(engine) as session:
+        return forget_openings_before(session, (now or utcnow()) - OPENINGS_KEPT)
 
 
 def _aware(moment: datetime) -> datetime:

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from gateway.imap_poller import ImapPoller
 from gateway.ingest import Ingestor, Policy
 from gateway.links import RatingLinks, ReplyAddresses
+from gateway.ratings import forget_old_openings, queue_reminders
 from gateway.render import Renderer
 from gateway.sender import RelayConfig, Sender
 from gateway.settings import Settings
@@ -50,9 +51,8 @@ def build(settings: Settings, engine: Engine | None = None) -> Parts:
     engine = engine or make_engine(settings.database_url)
     blobs = BlobStore(settings.storage_dir)
     reply = ReplyAddresses(str(settings.secret_key), settings.support_address)
-    ratings = RatingLinks(str(settings.secret_key), settings.public_url, settings.rating_link_days)
-    workflow = Workflow(support_address=settings.support_address, public_url=settings.public_url,
-                        brand=settings.from_name, rating_links=ratings)
+    workflow = Workflow.from_settings(settings)
+    assert workflow.rating_links is not None
     ingestor = Ingestor(engine, blobs, workflow, reply, policy(settings))
     relay = None
     if settings.relay_host:
@@ -61,7 +61,7 @@ def build(settings: Settings, engine: Engine | None = None) -> Parts:
     sender = Sender(engine, Renderer(), reply, from_name=settings.from_name,
                     from_address=settings.support_address, relay=relay,
                     outbox_dir=settings.outbox_dir)
-    return Parts(settings, engine, blobs, ingestor, sender, workflow, ratings)
+    return Parts(settings, engine, blobs, ingestor, sender, workflow, workflow.rating_links)
 
 
 def policy(settings: Settings) -> Policy:
@@ -113,12 +113,13 @@ class Service:
         self._workers.start()
         if not await asyncio.to_thread(self._workers.wait_ready, 60):
             log.error("ingest workers did not start within 60 s; mail queues until they do")
-        app = create_app(settings, parts.engine)
+        app = create_app(settings, parts.engine, parts.workflow)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         self._web = uvicorn.Server(config)
         self._tasks = [
             asyncio.create_task(self._web.serve(sockets=[web_sock]), name="web"),
             asyncio.create_task(self._send_loop(), name="sender"),
+            asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
         ]
         while not self._web.started:
             await asyncio.sleep(0.01)
@@ -182,6 +183,27 @@ class Service:
                 await asyncio.sleep(0.02)
                 if applied is not None and applied.value != seen:
                     break
+
+
+    async def _housekeeping_loop(self) -> None:
+        """Every HELPDESK_HOUSEKEEPING_SECONDS: queue due rating reminders (at most one per
+        ticket, whichever process gets there first) and forget old star-link openings."""
+        while True:
+            try:
+                await asyncio.to_thread(self.housekeeping)
+            except Exception:
+                log.exception("housekeeping failed; it runs again in %s s",
+                              self.settings.housekeeping_seconds)
+            await asyncio.sleep(self.settings.housekeeping_seconds)
+
+    def housekeeping(self) -> None:
+        parts = self.parts
+        reminded = queue_reminders(parts.engine, parts.workflow, parts.rating_links,
+                                   self.settings.rating_reminder_days)
+        forgotten = forget_old_openings(parts.engine)
+        if reminded or forgotten:
+            log.info("housekeeping: %d rating reminder(s) queued, %d old star-link opening(s) "
+                     "forgotten", reminded, forgotten)
 
 
 def _smtp_hostname(settings: Settings) -> str:

@@ -72,6 +72,9 @@ class Settings:
     imap_idle_seconds: float = 300.0
     rating_link_days: int = 30
     rating_reminder_days: int = 3
+    verification_link_days: int = 14
+    password_link_hours: int = 24
+    housekeeping_seconds: float = 600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -118,6 +121,9 @@ class Settings:
             imap_idle_seconds=min(_positive(get("IMAP_IDLE_SECONDS", "300")), IMAP_IDLE_LIMIT),
             rating_link_days=int(get("RATING_LINK_DAYS", "30")),
             rating_reminder_days=int(get("RATING_REMINDER_DAYS", "3")),
+            verification_link_days=int(get("VERIFICATION_LINK_DAYS", "14")),
+            password_link_hours=int(get("PASSWORD_LINK_HOURS", "24")),
+            housekeeping_seconds=_positive(get("HOUSEKEEPING_SECONDS", "600")),
         )
 
     def accepts_recipient(self, address: str) -> bool:

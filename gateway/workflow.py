@@ -8,6 +8,7 @@ never mails anybody. Rendering and sending happen later, in ``gateway.sender``.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -15,14 +16,17 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from gateway.links import RatingLinks
+from gateway.links import DECISIONS, RatingLinks, VerificationLinks
 from gateway.ratings import rating_links
 from gateway.render import new_message_id
+from gateway.settings import Settings
 from storage.models import (
     STATUS_GROUPS,
+    Attachment,
     Contact,
     Message,
     Notification,
+    Organization,
     StatusChange,
     Ticket,
     VerificationRequest,
@@ -53,7 +57,10 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 # The mail the customer gets when a ticket enters a status; pending and closed send none.
 STATUS_EVENTS = {"qualified": "qualified", "in_progress": "in_progress", "planned": "planned",
                  "awaiting_customer": "awaiting_customer", "cancelled": "cancelled"}
+log = logging.getLogger("gateway.workflow")
+
 THREAD_DEPTH = 20  # Message-IDs kept in References: enough to thread, short enough for headers
+EXCERPT_LIMIT = 600  # characters of a held mail shown to the managers who verify its sender
 
 
 class TransitionError(ValueError):
@@ -80,11 +87,24 @@ class RefusedFile:
 
 class Workflow:
     def __init__(self, *, support_address: str, public_url: str, brand: str,
-                 rating_links: RatingLinks | None = None) -> None:
+                 rating_links: RatingLinks | None = None,
+                 verification_links: VerificationLinks | None = None) -> None:
         self.domain = support_address.rpartition("@")[2]
         self.public_url = public_url
         self.brand = brand
         self.rating_links = rating_links
+        self.verification_links = verification_links
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Workflow:
+        secret = str(settings.secret_key)
+        return cls(
+            support_address=settings.support_address, public_url=settings.public_url,
+            brand=settings.from_name,
+            rating_links=RatingLinks(secret, settings.public_url, settings.rating_link_days),
+            verification_links=VerificationLinks(secret, settings.public_url,
+                                                 settings.verification_link_days),
+        )
 
     def open_ticket(
         self,
@@ -120,17 +140,61 @@ class Workflow:
 
     def hold_for_verification(
         self, session: Session, *, sender: Contact, subject: str, channel: str,
-        request: bool = True,
+        request: bool = True, excerpt: str = "",
     ) -> Ticket:
         """A ticket from an unknown person of a known organization, held until a manager says who
-        they are; the request for the managers is recorded (the notifier mails it)."""
+        they are. With ``request``, the verification request is recorded and every manager of
+        the organization gets a mail with signed approve and reject links."""
         ticket = self._new_ticket(session, sender, subject, channel, "held", None, None)
         self._record(session, ticket, None, "held", sender.email, "sender pending verification")
         assert ticket.id is not None and sender.id is not None
         if request:
-            session.add(VerificationRequest(organization_id=sender.organization_id,
-                                            contact_id=sender.id, ticket_id=ticket.id))
+            pending = VerificationRequest(organization_id=sender.organization_id,
+                                          contact_id=sender.id, ticket_id=ticket.id)
+            session.add(pending)
+            session.flush()
+            self.ask_managers(session, pending, sender, ticket, excerpt)
         return ticket
+
+    def ask_managers(self, session: Session, pending: VerificationRequest, sender: Contact,
+                     ticket: Ticket, excerpt: str = "") -> list[Notification]:
+        """Queue the "verification_request" mail to each manager of the sender's organization.
+        Not a mail of the ticket: no [#NUMBER], and a reply goes to the plain support address,
+        so a manager's answer never lands on a ticket the sender cannot see yet."""
+        assert self.verification_links is not None, "Workflow needs verification_links"
+        assert pending.id is not None
+        managers = session.exec(select(Contact).where(
+            Contact.organization_id == sender.organization_id, col(Contact.is_manager),
+            col(Contact.active), Contact.state == "verified", Contact.id != sender.id,
+        ).order_by(col(Contact.id))).all()
+        organization = session.get(Organization, sender.organization_id)
+        queued = []
+        for manager in managers:
+            assert manager.id is not None
+            links = {decision: self.verification_links.url(pending.id, manager.id, decision)
+                     for decision in DECISIONS}
+            context = {
+                "contact_name": manager.name, "requester_name": sender.name,
+                "requester_email": sender.email, "ticket_subject": ticket.subject,
+                "organization_name": organization.name if organization else "",
+                "excerpt": excerpt.strip()[:EXCERPT_LIMIT], "approve_url": links["approve"],
+                "reject_url": links["reject"],
+            }
+            queued.append(self.queue_plain(session, event="verification_request",
+                                           recipient=manager.email, language=manager.language,
+                                           contact_id=manager.id, context=context))
+        if not managers:
+            log.warning("organization %s has no manager to verify %s; request %s waits for the "
+                        "team (helpdesk contact verify)", sender.organization_id, sender.email,
+                        pending.id)
+        return queued
+
+    def release(self, session: Session, ticket: Ticket, sender: Contact, actor: str) -> None:
+        """A held ticket whose sender was verified becomes new; the sender gets the "received"
+        mail with its number, answering their first mail."""
+        self.change_status(session, ticket, "new", actor, "sender verified by the organization")
+        self.queue(session, event="received", ticket=ticket, contact=sender,
+                   extra={"refused": refused_files(session, ticket)})
 
     def customer_replied(self, session: Session, ticket: Ticket, author: Contact) -> None:
         """A customer's reply puts a ticket waiting for them, or just resolved, back to work."""
@@ -297,17 +361,32 @@ class Workflow:
             col(Notification.created_at) >= since).limit(1)).first()
         if already is not None:
             return None
-        references = thread.chain()
-        context = {"brand": self.brand, "sender_name": name or address, "contact_name": name,
-                   "original_subject": subject, "portal_url": self.public_url}
+        context = {"sender_name": name or address, "contact_name": name,
+                   "original_subject": subject}
+        return self.queue_plain(session, event="refused_sender", recipient=address,
+                                language="es", contact_id=None, context=context, thread=thread)
+
+    def queue_plain(self, session: Session, *, event: str, recipient: str, language: str,
+                    contact_id: int | None, context: dict[str, Any],
+                    thread: Thread = Thread()) -> Notification:
+        """Write to the outbox a mail that belongs to no ticket (no tag, no signed Reply-To)."""
+        context = {"brand": self.brand, "portal_url": self.public_url, **context}
         notification = Notification(
-            event="refused_sender", recipient=address, language="es",
+            contact_id=contact_id, event=event, recipient=recipient, language=language,
             context=json.dumps(context, ensure_ascii=False),
-            message_id=new_message_id(self.domain, "refused"),
-            in_reply_to=thread.in_reply_to, references=" ".join(references) or None,
+            message_id=new_message_id(self.domain, event.replace("_", "-")),
+            in_reply_to=thread.in_reply_to, references=" ".join(thread.chain()) or None,
         )
         session.add(notification)
         return notification
+
+
+def refused_files(session: Session, ticket: Ticket) -> list[dict[str, str]]:
+    """The attachments refused on a ticket, as the "received" mail lists them."""
+    rows = session.exec(select(Attachment.filename, Attachment.reason).where(
+        Attachment.ticket_id == ticket.id, col(Attachment.accepted).is_(False))).all()
+    return [{"filename": name, "reason": reason or ""} for name, reason in rows]
+
 
 def ticket_thread(session: Session, ticket: Ticket) -> Thread:
     """The Message-IDs of a ticket's mails, oldest first: its last one is the one to answer."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, delete, func, select
 
 from storage.db import supports_skip_locked
 from storage.models import RatingOpening, Ticket
@@ -39,3 +39,9 @@ def tickets_due_a_reminder(session: Session, resolved_before: datetime,
     if session.bind is not None and supports_skip_locked(session.get_bind()):  # type: ignore[arg-type]
         query = query.with_for_update(skip_locked=True)
     return list(session.exec(query).all())
+
+
+def forget_openings_before(session: Session, moment: datetime) -> int:
+    """Delete star-link openings older than a moment (the scanner rule only looks a minute back)."""
+    result = session.exec(delete(RatingOpening).where(col(RatingOpening.opened_at) < moment))
+    return int(result.rowcount or 0)

@@ -70,6 +70,14 @@ def tickets_of_organization(session: Session, organization_id: int, group: str) 
     return list(session.exec(query.order_by(col(Ticket.created_at).desc())).all())
 
 
+def unrated_count(session: Session, organization_id: int) -> int:
+    """Resolved tickets of an organization that nobody has rated yet."""
+    query = select(func.count()).select_from(Ticket).where(
+        Ticket.organization_id == organization_id, Ticket.status == "resolved",
+        col(Ticket.rating).is_(None))
+    return int(session.exec(query).one())
+
+
 def messages_from_since(session: Session, address: str, since: datetime) -> int:
     """How many messages this sender got stored since a moment (the flood rule's count)."""
     query = select(func.count()).select_from(Message).where(

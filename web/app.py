@@ -13,9 +13,10 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from gateway.links import RatingLinks
+from gateway.links import PasswordLinks
 from gateway.settings import Settings
-from web import auth, ratings, tickets
+from gateway.workflow import Workflow
+from web import accounts, auth, ratings, tickets, verification
 from web.pages import Pages
 from web.throttle import LoginThrottle
 
@@ -36,7 +37,7 @@ async def server_error(request: Request, exc: Exception) -> Response:
     return request.app.state.pages.render(request, "error.html", {"error": "server"}, 500)
 
 
-def create_app(settings: Settings, engine: Engine) -> Starlette:
+def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = None) -> Starlette:
     app = Starlette(
         routes=[
             Route("/", home),
@@ -48,6 +49,12 @@ def create_app(settings: Settings, engine: Engine) -> Starlette:
             Route("/tickets/{number:int}/rating", ratings.ticket_submit, methods=["POST"]),
             Route("/rate/{token}", ratings.link_page, methods=["GET"]),
             Route("/rate/{token}", ratings.link_submit, methods=["POST"]),
+            Route("/verify/{token}", verification.link_page, methods=["GET"]),
+            Route("/verify/{token}", verification.link_submit, methods=["POST"]),
+            Route("/password/forgot", accounts.forgot_page, methods=["GET"]),
+            Route("/password/forgot", accounts.forgot_submit, methods=["POST"]),
+            Route("/password/set/{token}", accounts.set_page, methods=["GET"]),
+            Route("/password/set/{token}", accounts.set_submit, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         middleware=[
@@ -66,6 +73,10 @@ def create_app(settings: Settings, engine: Engine) -> Starlette:
     app.state.settings = settings
     app.state.pages = Pages(settings.timezone)
     app.state.login_throttle = LoginThrottle()
-    app.state.rating_links = RatingLinks(str(settings.secret_key), settings.public_url,
-                                         settings.rating_link_days)
+    app.state.workflow = workflow = workflow or Workflow.from_settings(settings)
+    app.state.rating_links = workflow.rating_links
+    app.state.verification_links = workflow.verification_links
+    app.state.password_links = PasswordLinks(str(settings.secret_key), settings.public_url,
+                                             settings.password_link_hours)
+    app.state.forgot_throttle = LoginThrottle(max_failures=5, window_seconds=3600)
     return app

@@ -8,11 +8,12 @@ from starlette.responses import RedirectResponse, Response
 
 from storage.models import Contact
 from storage.passwords import verify_password
-from storage.tickets import contact_by_email
+from storage.tickets import contact_by_email, unrated_count
 from web import csrf
 
 REMEMBER_COOKIE = "remembered_email"
 REMEMBER_SECONDS = 180 * 24 * 3600
+RATING_REMINDER = "rating_reminder"  # session key: unrated tickets to mention once after login
 
 
 def current_contact(request: Request) -> Contact | None:
@@ -57,13 +58,16 @@ async def login_submit(request: Request) -> Response:
         return again("throttled", 429)
     with Session(request.app.state.engine) as session:
         contact = contact_by_email(session, email) if email else None
-    ok = verify_password(contact.password_hash if contact else None, password)
-    if not ok or contact is None or not contact.active or contact.state != "verified":
-        throttle.failed(f"email:{email}", f"ip:{client}")
-        return again("credentials", 401)
+        ok = verify_password(contact.password_hash if contact else None, password)
+        if not ok or contact is None or not contact.active or contact.state != "verified":
+            throttle.failed(f"email:{email}", f"ip:{client}")
+            return again("credentials", 401)
+        unrated = unrated_count(session, contact.organization_id)
     throttle.succeeded(f"email:{email}")
     request.session.clear()  # a new session on login: no fixation
     request.session["contact_id"] = contact.id
+    if unrated:  # DESIGN: at each login, a reminder of the tickets still to rate
+        request.session[RATING_REMINDER] = unrated
     response = RedirectResponse("/tickets", status_code=303)
     if remember:
         response.set_cookie(REMEMBER_COOKIE, email, max_age=REMEMBER_SECONDS, httponly=True,

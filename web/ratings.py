@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from gateway import ratings
-from gateway.links import STARS, BadRatingLink, RatingChoice
+from gateway.links import STARS, BadLink, RatingChoice
 from storage.db import transaction
 from storage.models import Contact, Ticket
 from storage.tickets import ticket_by_number
@@ -103,7 +103,7 @@ def _checked(request: Request, session: Any, token: str) -> tuple[RatingChoice, 
     """The choice a token carries, its ticket and contact, if that contact may rate it now."""
     try:
         choice = request.app.state.rating_links.read(token)
-    except BadRatingLink as bad:
+    except BadLink as bad:
         raise _Refused(bad.reason) from None
     ticket = ticket_by_number(session, choice.ticket_number)
     contact = session.get(Contact, choice.contact_id)

@@ -9,7 +9,7 @@ from starlette.responses import RedirectResponse, Response
 from gateway.ratings import RATEABLE_STATUSES, is_final
 from storage.models import Attachment, Message, StatusChange
 from storage.tickets import ticket_by_number, tickets_of_organization
-from web.auth import current_contact
+from web.auth import RATING_REMINDER, current_contact
 
 GROUPS = ("open", "completed", "to_rate")
 
@@ -23,8 +23,10 @@ async def list_page(request: Request) -> Response:
         group = "open"
     with Session(request.app.state.engine) as session:
         tickets = tickets_of_organization(session, contact.organization_id, group)
+    unrated = request.session.pop(RATING_REMINDER, 0)
     return request.app.state.pages.render(
-        request, "tickets.html", {"tickets": tickets, "group": group, "groups": GROUPS}
+        request, "tickets.html",
+        {"tickets": tickets, "group": group, "groups": GROUPS, "unrated": unrated},
     )
 
 

@@ -1,0 +1,109 @@
+"""Passwords of the customer area: the forgotten-password request and the set-password link.
+
+DESIGN "Web area": with the client code and the CIF of their company, anybody may ask for a
+password; the answer on screen is the same whether or not they match, and if they do, each
+manager of that organization gets a single-use, expiring link to set their own password. No
+password is ever shown or mailed. The team can also send that link to one contact (``helpdesk
+contact invite``), say to a new contact added without a password.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from sqlmodel import Session, col, func, select
+
+from gateway.links import BadLink, PasswordLinks
+from gateway.workflow import Workflow
+from storage.models import Contact, Organization
+from storage.passwords import hash_password
+
+log = logging.getLogger("gateway.accounts")
+
+MIN_PASSWORD = 10
+MAX_PASSWORD = 256  # argon2 takes any length; a bound keeps a huge form field from costing CPU
+
+
+def normalized_tax_id(value: str) -> str:
+    """A CIF as written on an invoice, "B-12.345.678" or "b12345678": B12345678."""
+    return re.sub(r"[\s.\-/]", "", value).upper()
+
+
+def organization_by_code_and_tax_id(session: Session, code: str,
+                                    tax_id: str) -> Organization | None:
+    code = code.strip().upper()
+    wanted = normalized_tax_id(tax_id)
+    if not code or not wanted:
+        return None
+    org = session.exec(select(Organization).where(func.upper(Organization.code) == code)).first()
+    if org is None or normalized_tax_id(org.tax_id) != wanted:
+        return None
+    return org
+
+
+def managers_of(session: Session, organization_id: int) -> list[Contact]:
+    return list(session.exec(select(Contact).where(
+        Contact.organization_id == organization_id, col(Contact.is_manager),
+        col(Contact.active), Contact.state == "verified").order_by(col(Contact.id))).all())
+
+
+def request_password_links(session: Session, workflow: Workflow, links: PasswordLinks, *,
+                           code: str, tax_id: str) -> int:
+    """Queue a set-password mail to each manager of the organization with this client code and
+    CIF; how many were queued (0 when nothing matches; the caller must not tell the visitor)."""
+    org = organization_by_code_and_tax_id(session, code, tax_id)
+    if org is None:
+        log.info("password request with a client code and CIF that match no organization")
+        return 0
+    assert org.id is not None
+    managers = managers_of(session, org.id)
+    for manager in managers:
+        queue_password_link(session, workflow, links, manager)
+    if not managers:
+        log.warning("password request for organization %s, which has no manager to mail", org.code)
+    return len(managers)
+
+
+def queue_password_link(session: Session, workflow: Workflow, links: PasswordLinks,
+                        contact: Contact, *, invited: bool = False) -> None:
+    """Queue a set-password mail to one contact; ``invited`` words it as a welcome."""
+    assert contact.id is not None
+    workflow.queue_plain(
+        session, event="set_password", recipient=contact.email, language=contact.language,
+        contact_id=contact.id,
+        context={"contact_name": contact.name, "contact_email": contact.email,
+                 "set_password_url": links.url(contact.id, contact.password_hash),
+                 "valid_hours": links.max_age // 3600, "invited": invited},
+    )
+
+
+def contact_for_link(session: Session, links: PasswordLinks, token: str) -> Contact:
+    """The contact a set-password link is for; ``BadLink`` if expired, forged, already used,
+    or for a contact who can no longer log in."""
+    grant = links.read(token)
+    contact = session.get(Contact, grant.contact_id)
+    if contact is None or not contact.active or contact.state != "verified":
+        raise BadLink("invalid")
+    if not links.still_valid(grant, contact.password_hash):
+        raise BadLink("used")
+    return contact
+
+
+def password_problem(password: str, repeated: str, contact: Contact) -> str | None:
+    """Why a new password cannot be taken (a code the page words), or None."""
+    if len(password) < MIN_PASSWORD:
+        return "too_short"
+    if len(password) > MAX_PASSWORD:
+        return "too_long"
+    if password.strip().lower() == contact.email:
+        return "is_email"
+    if password != repeated:
+        return "mismatch"
+    return None
+
+
+def set_password(session: Session, contact: Contact, password: str) -> None:
+    contact.password_hash = hash_password(password)
+    session.add(contact)
+    log.info("contact %s set a password through a set-password link", contact.id)
