@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import smtplib
 
 import pytest
 from sqlmodel import Session, select
 
 from storage.models import Message, Ticket
-from tests.conftest import PASSWORD, load_mail, wait_for
+from tests.conftest import PASSWORD, load_mail, parse_mail, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -101,4 +102,79 @@ def test_ticket_page_shows_the_new_part_and_keeps_the_quote_one_click_away(gatew
     reply.get_by_text("Mostrar el mensaje completo, con el texto citado").click()
     assert quoted.is_visible()
     assert "escribió" in quoted.inner_text()
+    context.close()
+
+
+def links_to(smtp_sink, recipient: str, path: str) -> list[str]:
+    """The links to ``path`` in the mails the relay got for ``recipient`` (waits for one)."""
+    handler, _port = smtp_sink
+
+    def found() -> list[str]:
+        with handler.lock:
+            mails = [parse_mail(raw) for _sender, rcpts, raw in handler.messages
+                     if recipient in rcpts]
+        return [url for mail in mails
+                for url in re.findall(r"https?://\S+", mail.get_body(("plain",)).get_content())
+                if path in url]
+
+    return wait_for(found)
+
+
+def test_forgotten_password_then_the_mailed_link_sets_a_password_that_signs_in(
+        gateway, directory, browser, smtp_sink):
+    # From the login page's link: client code + CIF, the mail reaches María (the manager), her
+    # link opens the form, a short password is refused naming the field, a good one signs in.
+    context = browser.new_context(locale="es-ES")
+    page = context.new_page()
+    page.goto(gateway.web_url + "/login")
+    page.get_by_role("link", name="Si no recuerdas tu contraseña haz clic aquí.").click()
+    page.wait_for_url("**/password/forgot")
+    page.get_by_label("Código de cliente").fill("C0001")
+    page.get_by_label("CIF").fill("B12345678")
+    page.get_by_role("button", name="Aceptar").click()
+    assert "recibirán un correo" in page.locator("p.notice").inner_text()
+
+    (link,) = links_to(smtp_sink, "maria.garcia@ferreteria-lopez.es", "/password/set/")
+    page.goto(link.replace("http://127.0.0.1:8000", gateway.web_url))
+    page.get_by_label("Nueva contraseña").fill("corta")
+    page.get_by_label("Repite la contraseña").fill("corta")
+    page.evaluate("document.getElementById('password').removeAttribute('minlength')")
+    page.get_by_role("button", name="Guardar contraseña").click()
+    assert "usa al menos 10 caracteres" in page.locator("p.error").inner_text()
+    page.get_by_label("Nueva contraseña").fill("nueva-clave-de-maria")
+    page.get_by_label("Repite la contraseña").fill("nueva-clave-de-maria")
+    page.get_by_role("button", name="Guardar contraseña").click()
+    assert "Tu contraseña se ha guardado" in page.locator("p.notice").inner_text()
+
+    page.get_by_role("link", name="Entrar").click()
+    page.get_by_label("Email").fill("maria.garcia@ferreteria-lopez.es")
+    page.get_by_label("Contraseña").fill("nueva-clave-de-maria")
+    page.get_by_role("button", name="Entrar").click()
+    page.wait_for_url("**/tickets")
+    page.goto(link.replace("http://127.0.0.1:8000", gateway.web_url))
+    assert "ya se ha utilizado" in page.locator("h1").inner_text()
+    context.close()
+
+
+def test_manager_approves_an_unknown_sender_from_the_mailed_link(gateway, directory, browser,
+                                                                 smtp_sink):
+    # Ana is no contact: her mail is held; María's approve link shows Ana and a button; after
+    # the click Ana's ticket is waiting for help and Ana gets the "received" mail.
+    with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=10) as client:
+        client.sendmail("ana.ruiz@ferreteria-lopez.es", ["soporte@example.com"],
+                        load_mail("outlook-unknown-sender-known-domain-es.eml"))
+    approve = [u for u in links_to(smtp_sink, "maria.garcia@ferreteria-lopez.es", "/verify/")][0]
+    context = browser.new_context(locale="es-ES")
+    page = context.new_page()
+    page.goto(approve.replace("http://127.0.0.1:8000", gateway.web_url))
+    assert "ana.ruiz@ferreteria-lopez.es" in page.locator("main").inner_text()
+    with Session(directory) as session:
+        assert session.exec(select(Ticket)).one().status == "held"
+    page.get_by_role("button", name="Aprobar este contacto").click()
+    assert "se ha aprobado" in page.locator("p.notice").inner_text()
+    with Session(directory) as session:
+        assert session.exec(select(Ticket)).one().status == "new"
+    (received,) = wait_for(lambda: [raw for _s, rcpts, raw in smtp_sink[0].messages
+                                    if "ana.ruiz@ferreteria-lopez.es" in rcpts])
+    assert parse_mail(received)["Subject"].startswith("[#1001] ")
     context.close()
