@@ -1,8 +1,8 @@
 """Real parts for the tests: SQLite and PostgreSQL databases, the gateway service, an SMTP sink.
 
-Every database test runs twice, on a fresh SQLite file and on a fresh schema of the local
-PostgreSQL (127.0.0.1:5432, database ``test``). In CI (``CI=true``), a missing real part fails
-the test instead of skipping it.
+Every database test runs twice, on a fresh SQLite file and on a fresh database of the local
+PostgreSQL server (127.0.0.1:5432, the server of database ``test``). In CI (``CI=true``), a
+missing real part fails the test instead of skipping it.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import shutil
 import socket
 import threading
 import time
@@ -72,37 +73,15 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: f
 # --------------------------------------------------------------------------- databases
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'helpdesk.db'}"
-        return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(PG_DSN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        missing_part(f"PostgreSQL not reachable at {PG_DSN}: {exc}")
-    with admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-        try:
-            yield (
-                "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-                f"?options=-csearch_path%3D{schema}"
-            )
-        finally:
-            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+# Migrating a database and hashing the directory's passwords cost about half a second a test.
+# Both are done once per session into templates (a SQLite file; a PostgreSQL database), which
+# each test copies: empty for tests that only want a URL, migrated for ``engine``, migrated and
+# filled for ``directory``. The templates are made by the same code as before: Alembic
+# migrations and the storage.directory functions.
+TEMPLATE_LEVELS = ("empty", "schema", "directory")
 
 
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    upgrade(db_url)
-    engine = make_engine(db_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def directory(engine: Engine) -> Engine:
+def fill_directory(engine: Engine) -> None:
     """Two client organizations with contacts, and applications."""
     add_organization(engine, code="C0001", tax_id="B12345678", name="Ferretería López S.L.",
                      domains=["ferreteria-lopez.es"])
@@ -115,6 +94,99 @@ def directory(engine: Engine) -> Engine:
     add_contact(engine, organization_code="C0002", name="Lucía Martín",
                 email="lucia.martin@clinicadental-sur.com", password=PASSWORD, language="en")
     add_application(engine, "ERP Clave")
+
+
+def _fill(url: str, level: str) -> None:
+    if level == "empty":
+        return
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        if level == "directory":
+            fill_directory(engine)
+        if url.startswith("sqlite"):
+            with engine.connect() as conn:  # everything into the main file, nothing in the WAL
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("templates")
+    files = {}
+    for level in TEMPLATE_LEVELS[1:]:
+        files[level] = folder / f"{level}.db"
+        _fill(f"sqlite:///{files[level]}", level)
+    return files
+
+
+def _pg_admin() -> psycopg.Connection:
+    try:
+        return psycopg.connect(PG_DSN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        missing_part(f"PostgreSQL not reachable at {PG_DSN}: {exc}")
+        raise
+
+
+def _pg_url(name: str) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(PG_DSN)
+    user, host = info.get("user", "postgres"), info.get("host", "127.0.0.1")
+    return f"postgresql+psycopg://{user}@{host}:{info.get('port', 5432)}/{name}"
+
+
+@pytest.fixture(scope="session")
+def pg_templates() -> Iterator[dict[str, str]]:
+    tag = uuid.uuid4().hex[:8]
+    names = {level: f"tpl_{level}_{tag}" for level in TEMPLATE_LEVELS[1:]}
+    with _pg_admin() as admin:
+        try:
+            for level, name in names.items():
+                admin.execute(f'CREATE DATABASE "{name}"')
+                _fill(_pg_url(name), level)
+            yield names
+        finally:
+            for name in names.values():
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _level(request: pytest.FixtureRequest) -> str:
+    wanted = set(request.fixturenames)
+    return "directory" if "directory" in wanted else "schema" if "engine" in wanted else "empty"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of its own for the test: a SQLite file, or a PostgreSQL database."""
+    level = _level(request)
+    if request.param == "sqlite":
+        path = tmp_path / "helpdesk.db"
+        if level != "empty":
+            shutil.copyfile(request.getfixturevalue("sqlite_templates")[level], path)
+        yield f"sqlite:///{path}"
+        return
+    template = "template0" if level == "empty" else request.getfixturevalue("pg_templates")[level]
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with _pg_admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY WAL_LOG')
+        try:
+            yield _pg_url(name)
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """An engine on the test's migrated database."""
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def directory(engine: Engine) -> Engine:
+    """The engine on a database holding two organizations, their contacts, and an application
+    (``fill_directory``)."""
     return engine
 
 

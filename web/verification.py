@@ -34,7 +34,7 @@ class _Refused(Exception):
 async def link_page(request: Request) -> Response:
     current_contact(request)
     token = request.path_params["token"]
-    with transaction(request.app.state.engine) as session:
+    with Session(request.app.state.engine) as session:  # reading only: a GET decides nothing
         try:
             choice, pending, manager = _checked(request, session, token)
         except _Refused as refused:
