@@ -15,14 +15,14 @@ import os
 import tempfile
 from dataclasses import dataclass
 from datetime import timedelta
-from email.message import EmailMessage
 from pathlib import Path
 
 import aiosmtplib
 from sqlalchemy.engine import Engine
 
+from gateway.i18n import pick_language
 from gateway.links import ReplyAddresses
-from gateway.render import Envelope, Renderer, build_message, to_bytes
+from gateway.render import Envelope, Renderer, to_wire
 from storage import outbox
 from storage.models import Notification, utcnow
 
@@ -91,8 +91,10 @@ class Sender:
         raw, subject = row.raw, row.subject
         try:
             if raw is None:
-                message = self.compose(row)
-                raw, subject = to_bytes(message), str(message["Subject"])
+                try:
+                    raw, subject = self.compose(row)
+                except ValueError as exc:  # an address or ID that can never be written safely
+                    raise PermanentFailure(f"cannot write the mail: {exc}") from exc
             await self._send(raw, row)
         except PermanentFailure as exc:
             log.warning("notification %s to %s refused for good: %s", row.id, row.recipient, exc)
@@ -111,10 +113,12 @@ class Sender:
                  row.recipient)
         return outbox.Result(row.id, "sent", raw, subject)
 
-    def compose(self, row: Notification) -> EmailMessage:
-        """Render the mail of a notification from its template and recorded context."""
+    def compose(self, row: Notification) -> tuple[bytes, str]:
+        """Render the mail of a notification from its template and recorded context: its bytes
+        and its subject."""
         context = json.loads(row.context)
-        rendered = self.renderer.render(row.event, row.language, context)
+        language = pick_language(row.language)  # Content-Language names the text's language
+        rendered = self.renderer.render(row.event, language, context)
         number = context.get("ticket_number")
         envelope = Envelope(
             from_name=self.from_name,
@@ -125,9 +129,9 @@ class Sender:
             message_id=row.message_id,
             in_reply_to=row.in_reply_to,
             references=tuple((row.references or "").split()),
-            language=row.language,
+            language=language,
         )
-        return build_message(rendered, envelope)
+        return to_wire(rendered, envelope), rendered.subject
 
     async def _send(self, raw: bytes, row: Notification) -> None:
         """Send the recorded bytes, so what the customer gets is exactly what we kept."""

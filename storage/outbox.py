@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, bindparam, func, or_, update
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
@@ -54,19 +54,38 @@ class Result:
 
 
 def record_results(engine: Engine, results: list[Result]) -> None:
-    """Write the outcomes of a batch of deliveries in one transaction."""
+    """Write the outcomes of a batch of deliveries in one transaction: one UPDATE, executed for
+    all the rows at once, without reading them first (a row deleted meanwhile is skipped)."""
+    if not results:
+        return
     now = utcnow()
+    table = Notification.__table__
+    column = table.c
+    statement = (
+        update(table)
+        .where(column.id == bindparam("b_id"))
+        .values(
+            # The mail as first rendered is kept: a retry sends exactly the same bytes.
+            raw=func.coalesce(column.raw, bindparam("b_raw", type_=column.raw.type)),
+            subject=func.coalesce(column.subject,
+                                  bindparam("b_subject", type_=column.subject.type)),
+            state=bindparam("b_state"),
+            last_error=bindparam("b_error"),
+            sent_at=func.coalesce(bindparam("b_sent_at", type_=column.sent_at.type),
+                                  column.sent_at),
+            next_attempt_at=func.coalesce(
+                bindparam("b_retry_at", type_=column.next_attempt_at.type),
+                column.next_attempt_at),
+        )
+    )
+    rows = [{
+        "b_id": result.notification_id,
+        "b_raw": result.raw,
+        "b_subject": result.subject,
+        "b_state": result.state,
+        "b_error": result.error[:4000] if result.error else None,
+        "b_sent_at": now if result.state == "sent" else None,
+        "b_retry_at": result.retry_at,
+    } for result in results]
     with transaction(engine) as session:
-        for result in results:
-            row = session.get(Notification, result.notification_id)
-            if row is None:
-                continue
-            if row.raw is None and result.raw is not None:
-                row.raw, row.subject = result.raw, result.subject
-            row.state = result.state
-            row.last_error = result.error[:4000] if result.error else None
-            if result.state == "sent":
-                row.sent_at = now
-            if result.retry_at is not None:
-                row.next_attempt_at = result.retry_at
-            session.add(row)
+        session.connection().execute(statement, rows)

@@ -1,13 +1,24 @@
-"""Rendering: the "received" mail in Spanish and English, and headers safe from user input."""
+"""Rendering: the mails in Spanish and English, their wire form, headers safe from user input."""
 
 from __future__ import annotations
 
+import random
+import re
 import subprocess
+from datetime import UTC, datetime
 
 import pytest
 
 from gateway import preview
-from gateway.render import Envelope, Renderer, build_message, to_bytes
+from gateway.render import (
+    Envelope,
+    RenderedMail,
+    Renderer,
+    build_message,
+    one_line,
+    to_bytes,
+    to_wire,
+)
 from tests.conftest import parse_mail
 
 CONTEXT = {
@@ -63,7 +74,7 @@ def test_html_part_escapes_user_text():
 def test_headers_thread_and_mark_the_mail_automatic():
     # Message-ID, In-Reply-To, References, Reply-To and Auto-Submitted as the design asks.
     rendered = Renderer().render("received", "es", CONTEXT)
-    mail = parse_mail(to_bytes(build_message(rendered, envelope())))
+    mail = parse_mail(to_wire(rendered, envelope()))
     assert mail["Message-ID"] == "<t1042.x@example.com>"
     assert mail["In-Reply-To"] == "<orig@ferreteria-lopez.es>"
     assert mail["References"] == "<first@ferreteria-lopez.es> <orig@ferreteria-lopez.es>"
@@ -76,12 +87,155 @@ def test_line_breaks_in_names_and_subjects_cannot_inject_headers():
     # A CR/LF in a contact name or a subject stays inside its header: no Bcc appears.
     context = dict(CONTEXT, ticket_subject="Hola\r\nBcc: victim@evil.example")
     rendered = Renderer().render("received", "es", context)
-    raw = to_bytes(build_message(rendered, envelope(to_name="Eve\r\nBcc: x@evil.example")))
+    raw = to_wire(rendered, envelope(to_name="Eve\r\nBcc: x@evil.example"))
     mail = parse_mail(raw)
     assert mail["Bcc"] is None
     assert "\n" not in mail["Subject"]
     headers = raw.split(b"\r\n\r\n", 1)[0]
     assert b"\r\nBcc:" not in headers
+
+
+# A mail with everything that is hard to write: accents, emoji, a subject past 78 characters, a
+# display name with CR/LF and quotes, 30 references, a 1,500-character body line, trailing blanks,
+# "=", "From " and "." at the start of lines, and CR/LF line ends in the text.
+HARD_TEXT = ("Hola, María José 😀:\r\n\r\nEl año pasado la factura nº 7 = 120 € \r\n"
+             "From here on, nothing changes.\r\n.\r\n" + "ñandú " * 250 + "\r\n-- \r\nSoporte")
+HARD_HTML = ('<p lang="es">Hola, <b>María José</b> 😀</p>\n<p>' + "camión " * 200 + "</p>\n")
+HARD_SUBJECT = ("[#1042] Hemos recibido tu solicitud: ¿Por qué no arranca el TPV del almacén 😀 "
+                "después de la actualización de noviembre? =?utf-8?q?no?= _x_")
+HARD_REFERENCES = tuple(f"<thread.{n}.a1b2c3d4e5@ferreteria-lopez.es>" for n in range(30))
+HARD_DATE = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
+
+
+def hard_mail() -> tuple[bytes, Envelope]:
+    rendered = RenderedMail(subject=HARD_SUBJECT, text=HARD_TEXT, html=HARD_HTML)
+    hard = envelope(to_name='José "Pepe" Núñez,\r\nBcc: victim@evil.example 👀',
+                    from_name="Soporte (Ferretería)", references=HARD_REFERENCES)
+    return to_wire(rendered, hard, date=HARD_DATE), hard
+
+
+def test_mail_parses_back_to_the_same_headers_and_bodies():
+    # The stdlib reads back every header value and both bodies exactly as they went in (names
+    # collapsed to one line, text with LF line ends and a final one).
+    raw, hard = hard_mail()
+    mail = parse_mail(raw)
+    assert mail.defects == [] and all(part.defects == [] for part in mail.walk())
+    assert mail["Subject"] == HARD_SUBJECT
+    (sender,) = mail["From"].addresses
+    assert (sender.display_name, sender.addr_spec) == ("Soporte (Ferretería)",
+                                                       "soporte@example.com")
+    (to,) = mail["To"].addresses
+    assert to.display_name == 'José "Pepe" Núñez, Bcc: victim@evil.example 👀'
+    assert to.addr_spec == "maria@ferreteria-lopez.es"
+    assert mail["Reply-To"].addresses[0].addr_spec == "soporte+1042.abc@example.com"
+    assert mail["Date"].datetime == HARD_DATE
+    assert mail["Message-ID"] == "<t1042.x@example.com>"
+    assert mail["In-Reply-To"] == "<orig@ferreteria-lopez.es>"
+    assert mail["References"] == " ".join(HARD_REFERENCES)
+    assert (mail["Auto-Submitted"], mail["X-Auto-Response-Suppress"]) == ("auto-generated", "All")
+    assert mail["Content-Language"] == "es"
+    assert mail.get_content_type() == "multipart/alternative"
+    assert [part.get_content_type() for part in mail.iter_parts()] == ["text/plain", "text/html"]
+    for part in mail.iter_parts():
+        assert part.get_content_charset() == "utf-8"
+        assert part["Content-Transfer-Encoding"] == "quoted-printable"
+    text = mail.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    html = mail.get_body(("html",)).get_content().replace("\r\n", "\n")
+    assert text == HARD_TEXT.replace("\r\n", "\n") + "\n"
+    assert html == HARD_HTML
+
+
+def test_wire_form_is_crlf_ascii_and_within_line_limits():
+    # CRLF only, 7-bit, lines of at most 998 characters (RFC 5322 §2.1.1), the subject's
+    # encoded-words of at most 75 (RFC 2047 §2), and the ticket tag whole on the Subject line.
+    raw, _hard = hard_mail()
+    assert raw.isascii()
+    assert b"\n" not in raw.replace(b"\r\n", b"")
+    assert b"\r" not in raw.replace(b"\r\n", b"")
+    lines = raw.split(b"\r\n")
+    assert max(len(line) for line in lines) <= 998
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    subject = re.search(rb"\r\nSubject: (.*?)\r\n(?! )", head, re.DOTALL).group(1)
+    assert subject.startswith(b"[#1042] Hemos recibido tu solicitud: ")
+    words = re.findall(rb"=\?[^?]+\?[qQbB]\?[^?]*\?=", subject)
+    assert len(words) > 1 and all(len(word) <= 75 for word in words)
+    names = [line.split(b":", 1)[0] for line in head.split(b"\r\n") if line[:1] not in b" \t"]
+    assert names == [b"From", b"To", b"Reply-To", b"Subject", b"Date", b"Message-ID",
+                     b"In-Reply-To", b"References", b"Auto-Submitted", b"X-Auto-Response-Suppress",
+                     b"MIME-Version", b"Content-Type", b"Content-Language"]
+
+
+@pytest.mark.parametrize("name", ["Soporte", "O'Brien", "Pérez, Ana", 'Ana "la jefa" Ruiz',
+                                  "back\\slash", "=?utf-8?q?trap?=", "日本語のお客様", "a.b@c"])
+def test_display_names_read_back_as_written(name):
+    # Atoms, quoted strings and encoded-words each read back as the name that went in.
+    rendered = RenderedMail(subject="Hola", text="x", html="<p>x</p>")
+    mail = parse_mail(to_wire(rendered, envelope(to_name=name)))
+    assert mail["To"].addresses[0].display_name == name
+    assert mail["To"].addresses[0].addr_spec == "maria@ferreteria-lopez.es"
+
+
+def test_random_names_and_subjects_read_back_as_written():
+    # Seeded random text from a pool of the awkward: accents, emoji, specials, quotes, "=?",
+    # blanks, tabs, CR/LF and control characters; the stdlib reads back the one-line value.
+    pool = "aZ09 ñÁüç€😀👀日本\t\r\n\x01\x7f\"\\(),.:;<>@[]=?_-'#!"
+    rng = random.Random(20261124)
+    for _ in range(300):
+        name = "".join(rng.choice(pool) for _ in range(rng.randint(0, 60)))
+        subject = "[#1042] " + "".join(rng.choice(pool) for _ in range(rng.randint(0, 200)))
+        rendered = RenderedMail(subject=one_line(subject), text="x", html="<p>x</p>")
+        raw = to_wire(rendered, envelope(to_name=name, from_name=name[::-1]))
+        mail = parse_mail(raw)
+        assert mail["Subject"] == one_line(subject)
+        assert mail["To"].addresses[0].display_name == one_line(name)
+        assert mail["From"].addresses[0].display_name == one_line(name[::-1])
+        assert mail["Bcc"] is None and len(mail.keys()) == 13
+        assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+
+
+@pytest.mark.parametrize("address", ["soporte+1042.Ab_9-x@example.com", '"ana maria"@example.com',
+                                     "o'brien@[192.0.2.1]", "a.b.c@sub.example.com"])
+def test_addresses_read_back_as_written(address):
+    # The usual dot-atom form and the rarer quoted local part and domain literal all go out whole.
+    rendered = RenderedMail(subject="Hola", text="x", html="<p>x</p>")
+    mail = parse_mail(to_wire(rendered, envelope(to_address=address, reply_to=address)))
+    assert mail["To"].addresses[0].addr_spec == address
+    assert mail["Reply-To"].addresses[0].addr_spec == address
+
+
+@pytest.mark.parametrize("address", ["maria@ferreteria-lopez.es\r\nBcc: x@evil.example",
+                                     "maria", "maría@ferreteria-lopez.es", "<a@b> c@d",
+                                     "a..b@example.com", "a@b@example.com", "a@example.com>"])
+def test_an_address_that_cannot_be_written_safely_is_refused(address):
+    # No mail is written to an address the stdlib's parser does not take whole as one ASCII
+    # addr-spec: the sender keeps the notification with the error instead.
+    rendered = RenderedMail(subject="Hola", text="x", html="<p>x</p>")
+    with pytest.raises(ValueError):
+        to_wire(rendered, envelope(to_address=address))
+
+
+def test_unusable_thread_ids_are_left_out_and_a_bad_own_id_is_refused():
+    # A reference with a line break or non-ASCII text from some other mail is dropped; our own
+    # Message-ID must be one clean token.
+    rendered = RenderedMail(subject="Hola", text="x", html="<p>x</p>")
+    mail = parse_mail(to_wire(rendered, envelope(
+        in_reply_to="<a@b>\r\nBcc: x@evil.example",
+        references=("<ok@ferreteria-lopez.es>", "<señal@x>", "<x\n@y>"))))
+    assert mail["In-Reply-To"] is None
+    assert mail["References"] == "<ok@ferreteria-lopez.es>"
+    assert mail["Bcc"] is None
+    with pytest.raises(ValueError):
+        to_wire(rendered, envelope(message_id="<t1042@example.com>\r\nBcc: x@evil.example"))
+
+
+def test_preview_message_flattens_back_to_the_wire_mail():
+    # build_message (previews, `helpdesk mail preview`) is the wire mail parsed back: flattening
+    # it gives the same bytes the sender sends.
+    rendered = Renderer().render("received", "es", CONTEXT)
+    message = build_message(rendered, envelope(to_name="José Núñez 😀"))
+    wire = to_wire(rendered, envelope(to_name="José Núñez 😀"), date=message["Date"].datetime)
+    boundary = parse_mail(wire).get_boundary()
+    assert to_bytes(message) == wire.replace(boundary.encode(), message.get_boundary().encode())
 
 
 @pytest.mark.parametrize("lang", ["es", "en"])

@@ -92,6 +92,23 @@ def test_permanent_refusal_gives_up_with_the_reason(relayed, smtp_sink):
     assert "User unknown" in after.last_error
 
 
+def test_a_mail_that_cannot_be_written_fails_at_once_with_the_reason(relayed, smtp_sink):
+    # A recipient that is no ASCII address (say, an internationalized one our relay could not
+    # take) can never be written: failed on the first attempt, nothing sent, the reason kept.
+    sink, _port = smtp_sink
+    note = queue_received(relayed)
+    with Session(relayed.engine) as session:
+        row = session.get(Notification, note.id)
+        row.recipient = "maría@ferreteria-lopez.es"
+        session.add(row)
+        session.commit()
+    deliver(relayed)
+    after = reload(relayed, note.id)
+    assert (after.state, after.attempts) == ("failed", 1)
+    assert "cannot write the mail" in after.last_error and "non-ASCII" in after.last_error
+    assert sink.messages == []
+
+
 def test_relay_down_delays_mail_without_dropping_it(parts, settings):
     # Nobody listens on the relay port: connection refused is temporary, the mail stays queued.
     from tests.conftest import free_port
@@ -145,3 +162,26 @@ def test_unknown_sender_is_told_once_a_day_that_the_mail_was_not_accepted(parts,
     assert pedro["Subject"] == "No hemos podido aceptar tu correo: Consulta sobre precios"
     assert pedro["Auto-Submitted"] == "auto-generated"
     assert pedro["In-Reply-To"] == "<CAH4n2kR9xYz3pQ7mT1vB8cW0dF5gJ6sL2a@mail.gmail.com>"
+
+
+def test_a_batch_through_the_relay_records_each_mail_as_sent(relayed, smtp_sink):
+    # Three notifications in one batch: each is sent once, and its row keeps exactly the bytes
+    # the relay got, the subject those bytes carry, and the sent state.
+    sink, _port = smtp_sink
+    for name in ("outlook-new-request-es.eml", "thunderbird-exe-and-pdf-en.eml",
+                 "apple-mail-screenshot-es.eml"):
+        queue_id = inbound.enqueue(relayed.engine, relayed.blobs, load_mail(name), channel="file")
+        assert relayed.ingestor.process_next(queue_id).outcome == "created"
+    assert deliver(relayed) == 3
+    with Session(relayed.engine) as session:
+        rows = session.exec(select(Notification)).all()
+    received = {parse_mail(raw)["Message-ID"]: raw for _from, _to, raw in sink.messages}
+    assert len(rows) == len(received) == 3
+    for row in rows:
+        assert (row.state, row.attempts, row.last_error) == ("sent", 1, None)
+        assert row.sent_at is not None
+        assert received[row.message_id].replace(b"\r\n", b"\n") == row.raw.replace(b"\r\n", b"\n")
+        mail = parse_mail(row.raw)
+        assert mail["Subject"] == row.subject
+        assert mail["To"].addresses[0].addr_spec == row.recipient
+        assert mail["Content-Language"] == row.language
