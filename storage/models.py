@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Column, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -202,7 +202,14 @@ class InboundMessage(SQLModel, table=True):
     """The inbound queue: every accepted mail, recorded before the channel acknowledges it."""
 
     __tablename__ = "inbound_message"
-    __table_args__ = (UniqueConstraint("channel", "source", "source_ref"),)
+    __table_args__ = (
+        UniqueConstraint("channel", "source", "source_ref"),
+        # The duplicate check looks for a processed mail with the same bytes or Message-ID: with
+        # single-column indexes SQLite chose the one on state, where nearly every row is "done",
+        # and read the whole queue for each mail.
+        Index("ix_inbound_message_sha_state", "raw_sha256", "state"),
+        Index("ix_inbound_message_msgid_state", "header_message_id", "state"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     channel: str = Field(max_length=8)  # smtp / imap / file
     source: str = Field(default="", max_length=255)  # peer address, mailbox, or file name
@@ -210,7 +217,7 @@ class InboundMessage(SQLModel, table=True):
     mail_from: str = Field(default="", max_length=320)
     rcpt_to: str = Field(default="", sa_column=Column(Text, nullable=False))
     raw_key: str = Field(max_length=80)
-    raw_sha256: str = Field(max_length=64, index=True)
+    raw_sha256: str = Field(max_length=64)
     size: int
     state: str = Field(default="queued", max_length=12, index=True)  # queued/processing/done/failed
     claimed_by: str | None = Field(default=None, max_length=128)  # the worker leasing it
@@ -219,7 +226,7 @@ class InboundMessage(SQLModel, table=True):
     outcome: str | None = Field(default=None, max_length=16)
     reason: str | None = Field(default=None, sa_column=Column(Text))
     ticket_id: int | None = Field(default=None, foreign_key="ticket.id")
-    header_message_id: str | None = Field(default=None, max_length=998, index=True)
+    header_message_id: str | None = Field(default=None, max_length=998)
     error: str | None = Field(default=None, sa_column=Column(Text))
     received_at: datetime = Field(default_factory=utcnow)
     processed_at: datetime | None = Field(default=None)
