@@ -26,10 +26,12 @@ from gateway.settings import Settings
 from gateway.smtp_server import GatewayHandler, GroupCommit, bind, start_server
 from gateway.worker import IngestProcesses
 from gateway.workflow import Workflow
-from storage import inbound
+from storage import inbound, throttle
 from storage.blobs import BlobStore
 from storage.db import make_engine
+from storage.models import utcnow
 from web.app import create_app
+from web.throttle import KEPT as THROTTLE_KEPT
 
 log = logging.getLogger("gateway.service")
 
@@ -201,9 +203,10 @@ class Service:
         reminded = queue_reminders(parts.engine, parts.workflow, parts.rating_links,
                                    self.settings.rating_reminder_days)
         forgotten = forget_old_openings(parts.engine)
+        forgotten += throttle.forget_before(parts.engine, utcnow() - THROTTLE_KEPT)
         if reminded or forgotten:
             log.info("housekeeping: %d rating reminder(s) queued, %d old star-link opening(s) "
-                     "forgotten", reminded, forgotten)
+                     "and throttle event(s) forgotten", reminded, forgotten)
 
 
 def _smtp_hostname(settings: Settings) -> str:

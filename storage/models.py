@@ -159,6 +159,17 @@ class RatingOpening(SQLModel, table=True):
     opened_at: datetime = Field(default_factory=utcnow, index=True)
 
 
+class ThrottleEvent(SQLModel, table=True):
+    """One failed login or password request, kept as long as the throttle looks back, so that
+    every gateway process sharing the database counts the same attempts (web/throttle.py)."""
+
+    __tablename__ = "throttle_event"
+    __table_args__ = (Index("ix_throttle_event_key_at", "key", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=400)  # "login:email:…", "login:ip:…", "forgot:ip:…"
+    at: datetime = Field(default_factory=utcnow, index=True)
+
+
 class Notification(SQLModel, table=True):
     """The outbox: one outgoing mail, written in the transaction of the change that causes it."""
 

@@ -29,6 +29,7 @@ from storage.models import (
     Notification,
     RatingOpening,
     StatusChange,
+    ThrottleEvent,
     Ticket,
     VerificationRequest,
     utcnow,
@@ -402,3 +403,45 @@ def test_housekeeping_queues_due_reminders_and_forgets_old_openings(parts, setti
         kept = session.exec(select(RatingOpening)).all()
         assert [o.stars for o in kept] == [4]
     assert forget_old_openings(parts.engine) == 0
+
+
+# --------------------------------------------------------------------------- throttling
+
+
+def log_in(client, email: str, password: str):
+    return post_form(client, "/login", client.get("/login"), email=email, password=password)
+
+
+def test_failed_logins_are_throttled_across_processes(parts, settings):
+    # Five wrong passwords for José: the sixth try is refused even with the right password, and
+    # so it is on another gateway process sharing the database (here a second app).
+    first = TestClient(create_app(settings, parts.engine, parts.workflow))
+    second = TestClient(create_app(settings, parts.engine, parts.workflow))
+    for _ in range(5):
+        wrong = log_in(first, JOSE, "not-his-password")
+        assert wrong.status_code == 401 and "no son correctos" in wrong.text
+    blocked = log_in(first, JOSE, PASSWORD)
+    assert blocked.status_code == 429 and "Demasiados intentos fallidos" in blocked.text
+    elsewhere = log_in(second, JOSE, PASSWORD)
+    assert elsewhere.status_code == 429
+    with Session(parts.engine) as session:
+        keys = {e.key for e in session.exec(select(ThrottleEvent)).all()}
+    assert keys == {f"login:email:{JOSE}", "login:ip:testclient"}
+
+
+def test_a_successful_login_clears_the_email_failures(parts, client):
+    for _ in range(3):
+        assert log_in(client, JOSE, "wrong").status_code == 401
+    assert log_in(client, JOSE, PASSWORD).url.path == "/tickets"
+    with Session(parts.engine) as session:
+        left = {e.key for e in session.exec(select(ThrottleEvent)).all()}
+    assert left == {"login:ip:testclient"}
+
+
+def test_housekeeping_forgets_old_throttle_events(parts, settings):
+    with transaction(parts.engine) as session:
+        session.add(ThrottleEvent(key="login:ip:old", at=utcnow() - timedelta(days=2)))
+        session.add(ThrottleEvent(key="login:ip:new", at=utcnow()))
+    Service(settings, parts.engine).housekeeping()
+    with Session(parts.engine) as session:
+        assert [e.key for e in session.exec(select(ThrottleEvent)).all()] == ["login:ip:new"]

@@ -18,7 +18,7 @@ from gateway.settings import Settings
 from gateway.workflow import Workflow
 from web import accounts, auth, ratings, tickets, verification
 from web.pages import Pages
-from web.throttle import LoginThrottle
+from web.throttle import Throttle
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -72,11 +72,11 @@ def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = N
     app.state.engine = engine
     app.state.settings = settings
     app.state.pages = Pages(settings.timezone)
-    app.state.login_throttle = LoginThrottle()
+    app.state.login_throttle = Throttle(engine, "login", max_failures=5, window_seconds=900)
     app.state.workflow = workflow = workflow or Workflow.from_settings(settings)
     app.state.rating_links = workflow.rating_links
     app.state.verification_links = workflow.verification_links
     app.state.password_links = PasswordLinks(str(settings.secret_key), settings.public_url,
                                              settings.password_link_hours)
-    app.state.forgot_throttle = LoginThrottle(max_failures=5, window_seconds=3600)
+    app.state.forgot_throttle = Throttle(engine, "forgot", max_failures=5, window_seconds=3600)
     return app

@@ -1,33 +1,39 @@
-"""Login throttling: after a few failures, an email or an address must wait before trying again."""
+"""Throttling of logins and password requests: after a few failures within a window, an email or
+an address must wait. Attempts are rows in the database, so every gateway process behind a load
+balancer counts the same ones (in process memory, N processes would allow N times the attempts).
+"""
 
 from __future__ import annotations
 
-import time
-from collections import defaultdict, deque
+from datetime import timedelta
+
+from sqlalchemy.engine import Engine
+
+from storage import throttle
+from storage.models import utcnow
+
+KEPT = timedelta(days=1)  # housekeeping forgets attempts older than this (longer than any window)
 
 
-class LoginThrottle:
-    """Failures per key in a sliding window, in this process's memory."""
+class Throttle:
+    """Failures per key in a sliding window; ``name`` keeps the keys of two throttles apart."""
 
-    def __init__(self, max_failures: int = 5, window_seconds: float = 900) -> None:
+    def __init__(self, engine: Engine, name: str, max_failures: int = 5,
+                 window_seconds: float = 900) -> None:
+        self.engine = engine
+        self.name = name
         self.max_failures = max_failures
-        self.window = window_seconds
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self.window = timedelta(seconds=window_seconds)
 
     def blocked(self, *keys: str) -> bool:
-        now = time.monotonic()
-        return any(len(self._recent(key, now)) >= self.max_failures for key in keys)
+        counts = throttle.counts_since(self.engine, self._keys(keys), utcnow() - self.window)
+        return any(count >= self.max_failures for count in counts.values())
 
     def failed(self, *keys: str) -> None:
-        now = time.monotonic()
-        for key in keys:
-            self._recent(key, now).append(now)
+        throttle.record(self.engine, self._keys(keys), utcnow())
 
     def succeeded(self, key: str) -> None:
-        self._failures.pop(key, None)
+        throttle.clear(self.engine, *self._keys([key]))
 
-    def _recent(self, key: str, now: float) -> deque[float]:
-        entries = self._failures[key]
-        while entries and now - entries[0] > self.window:
-            entries.popleft()
-        return entries
+    def _keys(self, keys: tuple[str, ...] | list[str]) -> list[str]:
+        return [f"{self.name}:{key}" for key in keys]
