@@ -20,7 +20,7 @@ from gateway.accounts import queue_password_link
 from gateway.links import PasswordLinks
 from gateway.ratings import queue_reminders
 from gateway.render import to_bytes
-from gateway.service import build, run_forever
+from gateway.service import Parts, build, run_forever
 from gateway.settings import Settings
 from gateway.verification import decide, pending_request_of
 from gateway.workflow import TransitionError
@@ -32,6 +32,13 @@ from storage.migrate import upgrade
 from storage.tickets import contact_by_email, ticket_by_number
 
 log = logging.getLogger("gateway.cli")
+
+
+def _parts(ctx: click.Context, settings: Settings | None = None) -> Parts:
+    """The gateway's parts for one command; its database engine is closed when the command ends."""
+    parts = build(settings or _settings(ctx))
+    ctx.call_on_close(parts.engine.dispose)
+    return parts
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -115,7 +122,7 @@ def ingest(ctx: click.Context, files: tuple[Path, ...], as_json: bool, database_
         changes["unknown_senders"] = unknown_senders
     settings = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
     upgrade(settings.database_url)
-    parts = build(settings)
+    parts = _parts(ctx, settings)
     for label, raw in _messages(files):
         result: dict[str, object] = {"file": label}
         try:
@@ -134,7 +141,6 @@ def ingest(ctx: click.Context, files: tuple[Path, ...], as_json: bool, database_
             click.echo(f"{label}: {result['outcome']}"
                        + (f" #{result['ticket']}" if result.get("ticket") else "")
                        + (f" ({result.get('reason')})" if result.get("reason") else ""))
-    parts.engine.dispose()
 
 
 def _messages(files: tuple[Path, ...]) -> Iterator[tuple[str, bytes]]:
@@ -162,7 +168,7 @@ def inbound_group() -> None:
 @click.pass_context
 def inbound_retry(ctx: click.Context, ids: tuple[int, ...]) -> None:
     """Queue failed mails again (all of them, or the ids given)."""
-    parts = build(_settings(ctx))
+    parts = _parts(ctx)
     count = inbound.requeue_failed(parts.engine, list(ids) or None)
     click.echo(f"{count} mail(s) queued again")
 
@@ -181,7 +187,7 @@ def org() -> None:
 def org_add(ctx: click.Context, code: str, tax_id: str, name: str,
             domains: tuple[str, ...]) -> None:
     """Add an organization."""
-    parts = build(_settings(ctx))
+    parts = _parts(ctx)
     try:
         add_organization(parts.engine, code=code, tax_id=tax_id, name=name, domains=list(domains))
     except DirectoryError as exc:
@@ -205,7 +211,7 @@ def contact() -> None:
 def contact_add(ctx: click.Context, org_code: str, name: str, email: str, manager: bool,
                 language: str, password: str | None) -> None:
     """Add a verified contact."""
-    parts = build(_settings(ctx))
+    parts = _parts(ctx)
     try:
         add_contact(parts.engine, organization_code=org_code, name=name, email=email,
                     password=password, is_manager=manager, language=language)
@@ -220,17 +226,14 @@ def contact_add(ctx: click.Context, org_code: str, name: str, email: str, manage
 def contact_invite(ctx: click.Context, email: str) -> None:
     """Mail a contact a single-use link to set their web area password."""
     settings = _settings(ctx)
-    parts = build(settings)
+    parts = _parts(ctx, settings)
     links = PasswordLinks(str(settings.secret_key), settings.public_url,
                           settings.password_link_hours)
-    try:
-        with transaction(parts.engine) as session:
-            found = contact_by_email(session, email)
-            if found is None or not found.active or found.state != "verified":
-                raise click.ClickException(f"no active, verified contact {email.lower()}")
-            queue_password_link(session, parts.workflow, links, found, invited=True)
-    finally:
-        parts.engine.dispose()
+    with transaction(parts.engine) as session:
+        found = contact_by_email(session, email)
+        if found is None or not found.active or found.state != "verified":
+            raise click.ClickException(f"no active, verified contact {email.lower()}")
+        queue_password_link(session, parts.workflow, links, found, invited=True)
     click.echo(f"set-password link queued for {email.lower()} (valid "
                f"{settings.password_link_hours} h)")
 
@@ -243,15 +246,12 @@ def contact_invite(ctx: click.Context, email: str) -> None:
 def contact_verify(ctx: click.Context, email: str, approve: bool, actor: str) -> None:
     """Decide a pending verification for the team (an organization without managers, or an
     answer that came by phone)."""
-    parts = build(_settings(ctx))
-    try:
-        with transaction(parts.engine) as session:
-            pending = pending_request_of(session, email)
-            if pending is None:
-                raise click.ClickException(f"no pending verification for {email.lower()}")
-            decision = decide(session, parts.workflow, pending, approve=approve, actor=actor)
-    finally:
-        parts.engine.dispose()
+    parts = _parts(ctx)
+    with transaction(parts.engine) as session:
+        pending = pending_request_of(session, email)
+        if pending is None:
+            raise click.ClickException(f"no pending verification for {email.lower()}")
+        decision = decide(session, parts.workflow, pending, approve=approve, actor=actor)
     outcome = "approved" if approve else "rejected"
     click.echo(f"{decision.sender.email} {outcome}; tickets {list(decision.tickets)}")
 
@@ -288,7 +288,7 @@ def outbox() -> None:
 @click.pass_context
 def outbox_send(ctx: click.Context) -> None:
     """Deliver every notification due now, then exit (the gateway does this continuously)."""
-    parts = build(_settings(ctx))
+    parts = _parts(ctx)
 
     async def drain() -> int:
         total = 0
@@ -297,7 +297,6 @@ def outbox_send(ctx: click.Context) -> None:
         return total
 
     click.echo(f"{asyncio.run(drain())} notification(s) attempted")
-    parts.engine.dispose()
 
 
 @main.group()
@@ -317,7 +316,7 @@ def ticket() -> None:
 def ticket_move(ctx: click.Context, number: int, status: str, actor: str, note: str,
                 planned_for: datetime | None, request: str | None) -> None:
     """Change a ticket's status; the customer is mailed where the design says so."""
-    parts = build(_settings(ctx))
+    parts = _parts(ctx)
     try:
         with transaction(parts.engine) as session:
             found = ticket_by_number(session, number)
@@ -338,7 +337,7 @@ def ticket_move(ctx: click.Context, number: int, status: str, actor: str, note: 
 @click.pass_context
 def ticket_reply(ctx: click.Context, number: int, agent: str, text: str) -> None:
     """Answer a ticket; the requester gets the answer by mail."""
-    parts = build(_settings(ctx))
+    parts = _parts(ctx)
     with transaction(parts.engine) as session:
         found = ticket_by_number(session, number)
         if found is None:
@@ -357,13 +356,12 @@ def application() -> None:
 @click.pass_context
 def application_add(ctx: click.Context, name: str) -> None:
     """Add an application."""
-    parts = build(_settings(ctx))
+    parts = _parts(ctx)
     try:
         add_application(parts.engine, name)
     except DirectoryError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"application {name} added")
-
 
 
 @main.group()
@@ -376,10 +374,9 @@ def ratings() -> None:
 def ratings_remind(ctx: click.Context) -> None:
     """Queue one reminder per unrated ticket resolved HELPDESK_RATING_REMINDER_DAYS ago."""
     settings = _settings(ctx)
-    parts = build(settings)
+    parts = _parts(ctx, settings)
     count = queue_reminders(parts.engine, parts.workflow, parts.rating_links,
                             settings.rating_reminder_days)
-    parts.engine.dispose()
     click.echo(f"{count} rating reminder(s) queued")
 
 if __name__ == "__main__":
