@@ -114,7 +114,8 @@ def held_with_links(parts) -> tuple[str, str]:
     return approve, reject
 
 
-def test_held_sender_makes_each_manager_get_a_verification_mail_with_two_signed_links(parts):
+def test_held_sender_makes_each_manager_get_a_verification_mail_with_two_signed_links(
+        parts, settings):
     # Ana writes from Ferretería López's domain: only María, its manager, is asked (not José);
     # the mail names Ana and quotes her mail, and is not a mail of the held ticket.
     ingest(parts, "outlook-unknown-sender-known-domain-es.eml")
@@ -130,7 +131,7 @@ def test_held_sender_makes_each_manager_get_a_verification_mail_with_two_signed_
     assert "no figura entre sus contactos" in text
     urls = [u for u in links_in(mail) if "/verify/" in u]
     assert len(urls) == 2
-    links = VerificationLinks("test-secret-key-not-for-production", "http://127.0.0.1:8000")
+    links = VerificationLinks(str(settings.secret_key), settings.public_url)
     approve, reject = (links.read(u.rsplit("/", 1)[1]) for u in urls)
     maria = contact(parts, MARIA)
     assert (approve.decision, approve.manager_id) == ("approve", maria.id)
@@ -200,7 +201,7 @@ def test_decision_without_csrf_token_is_refused(parts, client):
     assert contact(parts, ANA).state == "pending"
 
 
-def test_tampered_expired_and_foreign_links_get_clear_pages(parts, client, settings):
+def test_tampered_and_foreign_links_get_clear_pages(parts, client, settings):
     approve, _reject = held_with_links(parts)
     tampered = approve[:-3] + ("AAA" if not approve.endswith("AAA") else "BBB")
     page = client.get(tampered)
@@ -221,7 +222,7 @@ def test_tampered_expired_and_foreign_links_get_clear_pages(parts, client, setti
     assert contact(parts, ANA).state == "pending"
 
 
-def test_expired_link_page(parts, client, settings):
+def test_expired_link_gets_a_clear_page(parts, client):
     approve, _reject = held_with_links(parts)
     client.app.state.verification_links.max_age = 0
     time.sleep(1.1)
