@@ -27,7 +27,7 @@ from sqlmodel import Session, col, select
 from bench import memory
 from bench.clients import send_all
 from bench.mix import ROOT, Mix, register_directory
-from bench.trial import processed_count
+from bench.trial import gateway_env, processed_count
 from storage.db import make_engine
 from storage.migrate import upgrade
 from storage.models import Attachment, InboundMessage
@@ -90,16 +90,7 @@ def run_big_mail(mix: Mix, workdir: Path, timeout: float = 120.0) -> dict:
                   if f["kind"] == "attach")
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("HELPDESK_")}
-    env.update({
-        "PYTHONPATH": str(ROOT),
-        "HELPDESK_VAR_DIR": str(workdir / "var"),
-        "HELPDESK_DATABASE_URL": url,
-        "HELPDESK_SMTP_PORT": "0",
-        "HELPDESK_WEB_PORT": "0",
-        "HELPDESK_SUPPORT_ADDRESS": mix.to,
-        "HELPDESK_SECRET_KEY": "bench-secret-key-not-for-production",
-        "HELPDESK_WORKER_POLL_SECONDS": "0.05",
-    })
+    env.update(gateway_env(workdir, url, mix.to), PYTHONPATH=str(ROOT))
     with open(workdir / "gateway.log", "wb") as log_file:
         process = subprocess.Popen(  # noqa: S603 (this interpreter running the gateway's CLI)
             [sys.executable, "-m", "gateway.cli", "serve"], cwd=ROOT, env=env,

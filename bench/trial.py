@@ -84,6 +84,19 @@ class CountingHandler:
 FINAL_STATES = ("done", "failed")  # anything else (queued, leased...) is still to be processed
 
 
+
+def gateway_env(workdir: Path, url: str, support_address: str) -> dict[str, str]:
+    """The settings of a benchmarked gateway: its own folder and database, free ports."""
+    return {
+        "HELPDESK_VAR_DIR": str(workdir / "var"),
+        "HELPDESK_DATABASE_URL": url,
+        "HELPDESK_SMTP_PORT": "0",
+        "HELPDESK_WEB_PORT": "0",
+        "HELPDESK_SUPPORT_ADDRESS": support_address,
+        "HELPDESK_SECRET_KEY": "bench-secret-key-not-for-production",
+        "HELPDESK_WORKER_POLL_SECONDS": "0.05",
+    }
+
 def processed_count(engine: Engine, after_id: int) -> int:
     with Session(engine) as session:
         query = select(func.count()).select_from(InboundMessage).where(
@@ -194,16 +207,7 @@ def run_gateway(mix: Mix, url: str, workdir: Path, clients: int, timeout: float)
     upgrade(url)
     engine = make_engine(url)
     directory = register_directory(engine, mix)
-    env = {
-        "HELPDESK_VAR_DIR": str(workdir / "var"),
-        "HELPDESK_DATABASE_URL": url,
-        "HELPDESK_SMTP_PORT": "0",
-        "HELPDESK_WEB_PORT": "0",
-        "HELPDESK_SUPPORT_ADDRESS": mix.to,
-        "HELPDESK_SECRET_KEY": "bench-secret-key-not-for-production",
-        "HELPDESK_WORKER_POLL_SECONDS": "0.05",
-    }
-    gateway = GatewayThread(Settings.from_env(env))
+    gateway = GatewayThread(Settings.from_env(gateway_env(workdir, url, mix.to)))
     port = gateway.start()
     result: dict = {"directory": directory}
     try:

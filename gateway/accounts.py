@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import re
 
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, func, select
 
 from gateway.links import BadLink, PasswordLinks
 from gateway.workflow import Workflow
 from storage.models import Contact, Organization
 from storage.passwords import hash_password
+from storage.tickets import managers_of
 
 log = logging.getLogger("gateway.accounts")
 
@@ -40,12 +41,6 @@ def organization_by_code_and_tax_id(session: Session, code: str,
     if org is None or normalized_tax_id(org.tax_id) != wanted:
         return None
     return org
-
-
-def managers_of(session: Session, organization_id: int) -> list[Contact]:
-    return list(session.exec(select(Contact).where(
-        Contact.organization_id == organization_id, col(Contact.is_manager),
-        col(Contact.active), Contact.state == "verified").order_by(col(Contact.id))).all())
 
 
 def request_password_links(session: Session, workflow: Workflow, links: PasswordLinks, *,

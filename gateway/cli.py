@@ -41,6 +41,16 @@ def _parts(ctx: click.Context, settings: Settings | None = None) -> Parts:
     return parts
 
 
+@contextlib.contextmanager
+def _told(*errors: type[Exception]) -> Iterator[None]:
+    """A refusal from the layers below (a duplicate, an impossible transition) as a clean error
+    message and exit status, not a traceback."""
+    try:
+        yield
+    except errors as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 def _settings(ctx: click.Context) -> Settings:
     return ctx.obj["settings"]
 
@@ -188,10 +198,8 @@ def org_add(ctx: click.Context, code: str, tax_id: str, name: str,
             domains: tuple[str, ...]) -> None:
     """Add an organization."""
     parts = _parts(ctx)
-    try:
+    with _told(DirectoryError):
         add_organization(parts.engine, code=code, tax_id=tax_id, name=name, domains=list(domains))
-    except DirectoryError as exc:
-        raise click.ClickException(str(exc)) from exc
     click.echo(f"organization {code} added")
 
 
@@ -212,11 +220,9 @@ def contact_add(ctx: click.Context, org_code: str, name: str, email: str, manage
                 language: str, password: str | None) -> None:
     """Add a verified contact."""
     parts = _parts(ctx)
-    try:
+    with _told(DirectoryError):
         add_contact(parts.engine, organization_code=org_code, name=name, email=email,
                     password=password, is_manager=manager, language=language)
-    except DirectoryError as exc:
-        raise click.ClickException(str(exc)) from exc
     click.echo(f"contact {email.lower()} added to {org_code}")
 
 
@@ -317,16 +323,13 @@ def ticket_move(ctx: click.Context, number: int, status: str, actor: str, note: 
                 planned_for: datetime | None, request: str | None) -> None:
     """Change a ticket's status; the customer is mailed where the design says so."""
     parts = _parts(ctx)
-    try:
-        with transaction(parts.engine) as session:
-            found = ticket_by_number(session, number)
-            if found is None:
-                raise click.ClickException(f"no ticket {number}")
-            parts.ingestor.workflow.move(session, found, status, actor=actor, note=note,
-                                         planned_for=planned_for.date() if planned_for else None,
-                                         request=request)
-    except TransitionError as exc:
-        raise click.ClickException(str(exc)) from exc
+    with _told(TransitionError), transaction(parts.engine) as session:
+        found = ticket_by_number(session, number)
+        if found is None:
+            raise click.ClickException(f"no ticket {number}")
+        parts.ingestor.workflow.move(session, found, status, actor=actor, note=note,
+                                     planned_for=planned_for.date() if planned_for else None,
+                                     request=request)
     click.echo(f"ticket {number} is now {status}")
 
 
@@ -357,10 +360,8 @@ def application() -> None:
 def application_add(ctx: click.Context, name: str) -> None:
     """Add an application."""
     parts = _parts(ctx)
-    try:
+    with _told(DirectoryError):
         add_application(parts.engine, name)
-    except DirectoryError as exc:
-        raise click.ClickException(str(exc)) from exc
     click.echo(f"application {name} added")
 
 

@@ -66,7 +66,8 @@ DECISIONS = ("approve", "reject")
 
 
 class BadLink(Exception):
-    """A signed link we cannot use; ``reason`` is "expired" or "invalid" (tampered, garbage)."""
+    """A signed link we cannot use. ``reason``: "expired", "invalid" (tampered, garbage), or, as
+    the pages that check what a link names say, "used", "not_found", "not_rateable"."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)

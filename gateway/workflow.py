@@ -32,7 +32,7 @@ from storage.models import (
     VerificationRequest,
     utcnow,
 )
-from storage.tickets import next_ticket_number
+from storage.tickets import managers_of, next_ticket_number
 
 # Which status may follow which (DESIGN "Statuses"). Closed and cancelled are final: a customer's
 # reply to them opens a new, linked ticket instead.
@@ -163,10 +163,7 @@ class Workflow:
         so a manager's answer never lands on a ticket the sender cannot see yet."""
         assert self.verification_links is not None, "Workflow needs verification_links"
         assert pending.id is not None
-        managers = session.exec(select(Contact).where(
-            Contact.organization_id == sender.organization_id, col(Contact.is_manager),
-            col(Contact.active), Contact.state == "verified", Contact.id != sender.id,
-        ).order_by(col(Contact.id))).all()
+        managers = managers_of(session, sender.organization_id)  # the sender is not verified
         organization = session.get(Organization, sender.organization_id)
         queued = []
         for manager in managers:

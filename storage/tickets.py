@@ -36,6 +36,14 @@ def contact_by_email(session: Session, email: str) -> Contact | None:
     return session.exec(select(Contact).where(Contact.email == email.strip().lower())).first()
 
 
+def managers_of(session: Session, organization_id: int) -> list[Contact]:
+    """The active, verified managers of an organization: who verifies senders and gets the
+    set-password links."""
+    return list(session.exec(select(Contact).where(
+        Contact.organization_id == organization_id, col(Contact.is_manager),
+        col(Contact.active), Contact.state == "verified").order_by(col(Contact.id))).all())
+
+
 def organization_id_for_domain(session: Session, domain: str) -> int | None:
     row = session.get(OrganizationDomain, domain.strip().lower())
     return row.organization_id if row else None

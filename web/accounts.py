@@ -10,9 +10,7 @@ from gateway.links import BadLink
 from storage.db import transaction
 from web import csrf
 from web.auth import current_contact
-
-# How a refused set-password link answers: an old link is gone (410), a bad one is a bad request.
-LINK_REFUSALS = {"expired": 410, "used": 410, "invalid": 400}
+from web.pages import link_refusal
 
 
 async def forgot_page(request: Request) -> Response:
@@ -57,7 +55,7 @@ async def set_page(request: Request) -> Response:
         try:
             contact = accounts.contact_for_link(session, request.app.state.password_links, token)
         except BadLink as bad:
-            return _refusal(request, bad.reason)
+            return link_refusal(request, "password_set.html", bad.reason)
     return _form(request, token, contact.email, contact.language)
 
 
@@ -71,7 +69,7 @@ async def set_submit(request: Request) -> Response:
         try:
             contact = accounts.contact_for_link(session, request.app.state.password_links, token)
         except BadLink as bad:
-            return _refusal(request, bad.reason)
+            return link_refusal(request, "password_set.html", bad.reason)
         if not csrf.valid(request, form.get(csrf.FIELD)):
             return _form(request, token, contact.email, contact.language, "csrf", 400)
         problem = accounts.password_problem(password, repeated, contact)
@@ -91,8 +89,3 @@ def _form(request: Request, token: str, email: str, language: str, error: str | 
     return request.app.state.pages.render(request, "password_set.html", context,
                                           status_code=status_code, lang=language)
 
-
-def _refusal(request: Request, reason: str) -> Response:
-    return request.app.state.pages.render(request, "password_set.html",
-                                          {"state": "refused", "reason": reason},
-                                          status_code=LINK_REFUSALS.get(reason, 400))

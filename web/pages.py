@@ -42,6 +42,19 @@ class Pages:
                             headers={"Content-Language": lang, "Cache-Control": "no-store"})
 
 
+# The HTTP status of a signed link we cannot use, by reason (gateway.links.BadLink): a broken
+# link is a bad request, one for something that is not there 404, an outdated one gone.
+LINK_STATUS = {"invalid": 400, "not_found": 404, "not_rateable": 409, "expired": 410,
+               "used": 410}
+
+
+def link_refusal(request: Request, template: str, reason: str) -> HTMLResponse:
+    """The page of a signed link we cannot use: its template in state "refused", the reason."""
+    return request.app.state.pages.render(request, template,
+                                          {"state": "refused", "reason": reason},
+                                          status_code=LINK_STATUS.get(reason, 400))
+
+
 def _local(moment: datetime, zone: ZoneInfo) -> str:
     """A stored UTC time as the customer reads it: day/month/year and hour in their zone."""
     if moment.tzinfo is None:

@@ -23,18 +23,9 @@ from storage.models import Contact, Ticket
 from storage.tickets import ticket_by_number
 from web import csrf
 from web.auth import current_contact
+from web.pages import link_refusal
 
 log = logging.getLogger("gateway.web.ratings")
-
-# Why a star link is refused, and the HTTP status that says so.
-REFUSALS = {"invalid": 400, "not_found": 404, "expired": 410, "not_rateable": 409}
-
-
-class _Refused(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
 
 async def link_page(request: Request) -> Response:
     """GET/HEAD of a star link: show the choice; the page posts it unless this is a burst."""
@@ -42,7 +33,7 @@ async def link_page(request: Request) -> Response:
     with transaction(request.app.state.engine) as session:
         try:
             choice, ticket, contact = _checked(request, session, token)
-        except _Refused as refused:
+        except BadLink as refused:
             return _refusal(request, refused.reason)
         if ratings.is_final(ticket):
             return _page(request, "final", ticket, contact, token)
@@ -61,7 +52,7 @@ async def link_submit(request: Request) -> Response:
     with transaction(request.app.state.engine) as session:
         try:
             choice, ticket, contact = _checked(request, session, token)
-        except _Refused as refused:
+        except BadLink as refused:
             return _refusal(request, refused.reason)
         stars = _stars(form, choice.stars)
         if not csrf.valid(request, form.get(csrf.FIELD)):
@@ -101,17 +92,14 @@ async def ticket_submit(request: Request) -> Response:
 
 def _checked(request: Request, session: Any, token: str) -> tuple[RatingChoice, Ticket, Contact]:
     """The choice a token carries, its ticket and contact, if that contact may rate it now."""
-    try:
-        choice = request.app.state.rating_links.read(token)
-    except BadLink as bad:
-        raise _Refused(bad.reason) from None
+    choice = request.app.state.rating_links.read(token)
     ticket = ticket_by_number(session, choice.ticket_number)
     contact = session.get(Contact, choice.contact_id)
     if (ticket is None or contact is None or not contact.active
             or contact.organization_id != ticket.organization_id):
-        raise _Refused("not_found")
+        raise BadLink("not_found")
     if not ratings.may_rate(ticket, contact):
-        raise _Refused("not_rateable")
+        raise BadLink("not_rateable")
     return choice, ticket, contact
 
 
@@ -143,6 +131,4 @@ def _page(request: Request, state: str, ticket: Ticket, contact: Contact, token:
 
 def _refusal(request: Request, reason: str) -> Response:
     current_contact(request)
-    return request.app.state.pages.render(request, "rating.html",
-                                          {"state": "refused", "reason": reason},
-                                          status_code=REFUSALS[reason])
+    return link_refusal(request, "rating.html", reason)

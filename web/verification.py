@@ -19,17 +19,9 @@ from storage.db import transaction
 from storage.models import Contact, Organization, Ticket, VerificationRequest
 from web import csrf
 from web.auth import current_contact
+from web.pages import link_refusal
 
 log = logging.getLogger("gateway.web.verification")
-
-REFUSALS = {"invalid": 400, "not_found": 404, "expired": 410}
-
-
-class _Refused(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
 
 async def link_page(request: Request) -> Response:
     current_contact(request)
@@ -37,8 +29,8 @@ async def link_page(request: Request) -> Response:
     with Session(request.app.state.engine) as session:  # reading only: a GET decides nothing
         try:
             choice, pending, manager = _checked(request, session, token)
-        except _Refused as refused:
-            return _refusal(request, refused.reason)
+        except BadLink as refused:
+            return link_refusal(request, "verification.html", refused.reason)
         state = "confirm" if pending.state == "pending" else "decided"
         return _page(request, session, state, choice, pending, manager, token)
 
@@ -50,8 +42,8 @@ async def link_submit(request: Request) -> Response:
     with transaction(request.app.state.engine) as session:
         try:
             choice, pending, manager = _checked(request, session, token)
-        except _Refused as refused:
-            return _refusal(request, refused.reason)
+        except BadLink as refused:
+            return link_refusal(request, "verification.html", refused.reason)
         if pending.state != "pending":
             return _page(request, session, "decided", choice, pending, manager, token)
         if not csrf.valid(request, form.get(csrf.FIELD)):
@@ -65,14 +57,11 @@ async def link_submit(request: Request) -> Response:
 
 def _checked(request: Request, session: Session,
              token: str) -> tuple[VerificationChoice, VerificationRequest, Contact]:
-    try:
-        choice = request.app.state.verification_links.read(token)
-    except BadLink as bad:
-        raise _Refused(bad.reason) from None
+    choice = request.app.state.verification_links.read(token)
     pending = session.get(VerificationRequest, choice.request_id)
     manager = session.get(Contact, choice.manager_id)
     if pending is None or manager is None or not verification.may_decide(manager, pending):
-        raise _Refused("not_found")
+        raise BadLink("not_found")
     return choice, pending, manager
 
 
@@ -94,8 +83,3 @@ def _page(request: Request, session: Session, state: str, choice: VerificationCh
     return request.app.state.pages.render(request, "verification.html", context,
                                           status_code=status_code, lang=manager.language)
 
-
-def _refusal(request: Request, reason: str) -> Response:
-    return request.app.state.pages.render(request, "verification.html",
-                                          {"state": "refused", "reason": reason},
-                                          status_code=REFUSALS[reason])
