@@ -294,7 +294,10 @@ class ImapPoller:
             if self._stop.is_set():
                 return
             # Mail that came in during the pass is taken now: IDLE would not announce it again.
-            # Bounded, for servers that repeat EXISTS after every command.
+            # The NOOP makes the server say what it still holds back (Dovecot keeps the EXISTS
+            # of a mail appended during a UID SEARCH until the next command, and an IDLE started
+            # then announces nothing until it ends). Bounded, for servers that repeat EXISTS.
+            client.noop()
             if _announced_new_mail(client) and rechecks < MAX_RECHECKS:
                 rechecks += 1
                 continue
