@@ -31,9 +31,9 @@ import aiosmtplib
 from aiosmtpd.controller import Controller
 
 from bench.databases import PG_URL, fresh_database
-from gateway.preview import sample
-from gateway.render import to_bytes
-from gateway.sender import PARALLEL_SENDS
+from gateway.outbound.preview import sample
+from gateway.outbound.render import to_bytes
+from gateway.outbound.sender import PARALLEL_SENDS
 from gateway.service import build
 from gateway.settings import Settings
 from storage.db import make_engine, transaction

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import click
 
-from gateway import preview
 from gateway.accounts import queue_password_link
 from gateway.links import PasswordLinks
+from gateway.outbound import preview
+from gateway.outbound.render import to_bytes
 from gateway.ratings import queue_reminders
-from gateway.render import to_bytes
 from gateway.service import Parts, build, run_forever
 from gateway.settings import Settings
 from gateway.verification import decide, pending_request_of

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 import uvicorn
 from sqlalchemy.engine import Engine
 
-from gateway.imap_poller import ImapPoller
-from gateway.ingest import Ingestor, Policy
+from gateway.channels.imap_poller import ImapPoller
+from gateway.channels.smtp_server import GatewayHandler, GroupCommit, bind, start_server
+from gateway.inbound.ingest import Ingestor, Policy
 from gateway.links import RatingLinks, ReplyAddresses
+from gateway.outbound.render import Renderer
+from gateway.outbound.sender import RelayConfig, Sender
 from gateway.ratings import forget_old_openings, queue_reminders
-from gateway.render import Renderer
-from gateway.sender import RelayConfig, Sender
 from gateway.settings import Settings
-from gateway.smtp_server import GatewayHandler, GroupCommit, bind, start_server
 from gateway.worker import IngestProcesses
 from gateway.workflow import Workflow
 from storage import inbound, throttle

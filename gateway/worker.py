@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from multiprocessing.synchronize import Event
 from typing import Any
 
-from gateway.prepare import Prepared
+from gateway.inbound.prepare import Prepared
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.worker")

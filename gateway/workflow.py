@@ -2,7 +2,7 @@
 
 The outbox rule of the design: a notification row is written by the transaction that makes the
 change, so a ticket never exists without its "received" mail queued, and a rolled-back change
-never mails anybody. Rendering and sending happen later, in ``gateway.sender``.
+never mails anybody. Rendering and sending happen later, in ``gateway.outbound.sender``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from gateway.links import DECISIONS, RatingLinks, VerificationLinks
+from gateway.outbound.render import new_message_id
 from gateway.ratings import rating_links
-from gateway.render import new_message_id
 from gateway.settings import Settings
 from storage.models import (
     STATUS_GROUPS,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.ingest import OUTCOMES
+from gateway.inbound.ingest import OUTCOMES
 from tests.conftest import CORPUS, missing_part
 from tests.test_cli import HELPDESK
 

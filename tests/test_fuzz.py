@@ -6,7 +6,7 @@ import random
 
 from sqlmodel import Session, select
 
-from gateway.ingest import OUTCOMES
+from gateway.inbound.ingest import OUTCOMES
 from storage import inbound
 from storage.models import InboundMessage
 from tests.conftest import CORPUS, MAILS

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from gateway.imap_poller import STORED_KEYWORD, Backoff, ImapPoller, StoreFailed
+from gateway.channels.imap_poller import STORED_KEYWORD, Backoff, ImapPoller, StoreFailed
 from gateway.service import Parts
 from gateway.settings import Settings, imap_mailboxes
 from storage import imap_state

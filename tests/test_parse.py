@@ -9,7 +9,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from gateway.parse import _lenient_base64, parse
+from gateway.inbound.parse import _lenient_base64, parse
 
 
 def reference_decode(payload: str) -> bytes:

@@ -18,8 +18,8 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from gateway.cli import main
 from gateway.links import RATING_SALT
+from gateway.outbound.render import Renderer
 from gateway.ratings import queue_reminders
-from gateway.render import Renderer
 from storage.db import transaction
 from storage.models import Notification, Ticket, utcnow
 from storage.tickets import contact_by_email, ticket_by_number

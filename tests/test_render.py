@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway import preview
-from gateway.render import (
+from gateway.outbound import preview
+from gateway.outbound.render import (
     Envelope,
     RenderedMail,
     Renderer,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.parse import ParsedMail
+from gateway.inbound.parse import ParsedMail
 
 _OOO_SUBJECT = re.compile(
     r"^\s*(respuesta\s+autom[aá]tica|automatic\s+reply|auto(matic)?[\s-]?reply|autoreply|"

@@ -3,8 +3,8 @@
 1. a signed reply address among the recipients (we put it in Reply-To of every mail we send);
 2. In-Reply-To / References naming a Message-ID we sent or received for a ticket;
 3. a ``[#NUMBER]`` tag in the subject.
-This module only reads the clues; ``gateway.ingest`` looks them up and enforces that a mail is
-never attached to a ticket of another organization.
+This module only reads the clues; ``gateway.inbound.ingest`` looks them up and enforces that a
+mail is never attached to a ticket of another organization.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from gateway.inbound.parse import ParsedMail
 from gateway.links import ReplyAddresses
-from gateway.parse import ParsedMail
 
 SUBJECT_TAG = re.compile(r"\[#(\d{1,9})\]")
 

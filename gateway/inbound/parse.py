@@ -24,7 +24,7 @@ from email.utils import parseaddr
 import mailparser
 import nh3
 
-from gateway import charsets
+from gateway.inbound import charsets
 
 log = logging.getLogger("gateway.parse")
 FEED_CHUNK = 64 * 1024  # bytes given to the stdlib parser at a time

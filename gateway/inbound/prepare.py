@@ -13,9 +13,9 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway import attachments
-from gateway.parse import ParsedMail, parse
-from gateway.quotes import split_reply
+from gateway.inbound import attachments
+from gateway.inbound.parse import ParsedMail, parse
+from gateway.inbound.quotes import split_reply
 from storage.blobs import BlobStore
 
 # Detached signatures of signed mail (RFC 3156, RFC 8551): telling the customer that their

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 
 from gateway.i18n import pick_language
 from gateway.links import ReplyAddresses
-from gateway.render import Envelope, Renderer, to_wire
+from gateway.outbound.render import Envelope, Renderer, to_wire
 from storage import outbox
 from storage.models import Notification, utcnow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from email.message import EmailMessage
 from typing import Any
 
-from gateway.render import TEMPLATE_DIR, Envelope, Renderer, build_message
+from gateway.outbound.render import TEMPLATE_DIR, Envelope, Renderer, build_message
 
 SAMPLE: dict[str, Any] = {
     "brand": "Soporte",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.parse import ParsedMail
+from gateway.inbound.parse import ParsedMail
 
 
 def check(mail: ParsedMail, support_domains: tuple[str, ...], own_message_id: bool) -> str | None:

@@ -18,12 +18,12 @@ from datetime import timedelta
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from gateway import attachments
-from gateway.correlate import Clues, clues
+from gateway.inbound import attachments
+from gateway.inbound.correlate import Clues, clues
+from gateway.inbound.parse import ParsedMail
+from gateway.inbound.prepare import Prepared, PreparedFile, prepare
+from gateway.inbound.rules import autoreply, bounce, flood, loop
 from gateway.links import ReplyAddresses
-from gateway.parse import ParsedMail
-from gateway.prepare import Prepared, PreparedFile, prepare
-from gateway.rules import autoreply, bounce, flood, loop
 from gateway.workflow import RefusedFile, Thread, Workflow
 from storage import inbound
 from storage.blobs import BlobStore

@@ -1,0 +1,1 @@
+"""Mail we send: templates rendered to bytes, and the outbox sender that delivers them."""
