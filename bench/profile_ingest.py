@@ -68,7 +68,7 @@ STEPS: tuple[tuple[str, str, str], ...] = (
     ("quoted-history split (gateway.inbound.quotes)", "gateway/inbound/quotes.py", "split_reply"),
     ("rules (gateway/inbound/rules/*.check)", "gateway/inbound/rules/", "check"),
     ("attachments.check (libmagic)", "gateway/inbound/attachments.py", "check"),
-    ("inbound.earlier_copy (duplicate check)", "storage/inbound.py", "earlier_copy"),
+    ("inbound.claim (duplicate check)", "storage/inbound.py", "claim"),
     ("tickets.contact_by_email", "storage/tickets.py", "contact_by_email"),
     ("tickets.messages_from_since (flood count)", "storage/tickets.py", "messages_from_since"),
     ("correlate.clues", "gateway/correlate.py", "clues"),

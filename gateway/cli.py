@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from gateway.accounts import queue_password_link
+from gateway.inbound.ingest import RETRY
 from gateway.links import PasswordLinks
 from gateway.outbound import preview
 from gateway.outbound.render import to_bytes
@@ -24,11 +25,13 @@ from gateway.service import Parts, build, run_forever
 from gateway.settings import Settings
 from gateway.verification import decide, pending_request_of
 from gateway.workflow import TransitionError
-from storage import inbound
+from storage import inbound, queues
+from storage import outbox as outbox_queue
 from storage.db import transaction
 from storage.demo import seed_if_empty
 from storage.directory import DirectoryError, add_application, add_contact, add_organization
 from storage.migrate import upgrade
+from storage.models import InboundMessage, Notification
 from storage.tickets import contact_by_email, ticket_by_number
 
 log = logging.getLogger("gateway.cli")
@@ -143,8 +146,13 @@ def ingest(ctx: click.Context, files: tuple[Path, ...], as_json: bool, database_
             log.exception("could not ingest %s", label)
             result.update(outcome="failed", ticket=None, reason=f"{type(exc).__name__}: {exc}")
         else:
-            # None: a running gateway took it first; it will be processed there.
-            result.update(outcome.as_json() if outcome else {"outcome": "queued", "ticket": None})
+            if outcome is None:  # a running gateway took it first; it is processed there
+                result.update(outcome="queued", ticket=None)
+            elif outcome.outcome == RETRY:  # a temporary error: `serve` tries it again
+                result.update(outcome="queued", ticket=None,
+                              reason=f"temporary error: {outcome.reason}")
+            else:
+                result.update(outcome.as_json())
         if as_json:
             click.echo(json.dumps(result, ensure_ascii=False))
         else:
@@ -177,10 +185,25 @@ def inbound_group() -> None:
 @click.argument("ids", nargs=-1, type=int)
 @click.pass_context
 def inbound_retry(ctx: click.Context, ids: tuple[int, ...]) -> None:
-    """Queue failed mails again (all of them, or the ids given)."""
+    """Queue failed mails again, and try now those waiting after temporary errors (all of them,
+    or the ids given)."""
     parts = _parts(ctx)
     count = inbound.requeue_failed(parts.engine, list(ids) or None)
     click.echo(f"{count} mail(s) queued again")
+
+
+@inbound_group.command("status")
+@click.pass_context
+def inbound_status(ctx: click.Context) -> None:
+    """Mails by state, and the newest ones failed or waiting after temporary errors."""
+    parts = _parts(ctx)
+    counts, rows = queues.overview(parts.engine, InboundMessage)
+    _echo_counts(counts)
+    for row in rows:
+        when = (f"failing since {row.failing_since:%Y-%m-%d %H:%M}, next try "
+                f"{row.next_attempt_at:%H:%M:%S}" if row.state == "queued" and row.next_attempt_at
+                else "failed")
+        click.echo(f"  {row.id}  {row.channel}  {when} UTC  {row.error}")
 
 
 @main.group()
@@ -303,6 +326,41 @@ def outbox_send(ctx: click.Context) -> None:
         return total
 
     click.echo(f"{asyncio.run(drain())} notification(s) attempted")
+
+
+@outbox.command("retry")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--refused", is_flag=True,
+              help="Also the notifications the relay refused for good (5xx), say after a "
+                   "relay's configuration was fixed.")
+@click.pass_context
+def outbox_retry(ctx: click.Context, ids: tuple[int, ...], refused: bool) -> None:
+    """Send again now, with a fresh retry time: the notifications named (failed or waiting,
+    whatever the reason), or else all those that gave up after temporary failures or wait for
+    their next attempt."""
+    parts = _parts(ctx)
+    count = outbox_queue.retry(parts.engine, list(ids) or None, refused=refused)
+    click.echo(f"{count} notification(s) queued again")
+
+
+@outbox.command("status")
+@click.pass_context
+def outbox_status(ctx: click.Context) -> None:
+    """Notifications by state, and the newest ones failed or waiting after temporary
+    failures."""
+    parts = _parts(ctx)
+    counts, rows = queues.overview(parts.engine, Notification)
+    _echo_counts(counts)
+    for row in rows:
+        when = (f"failing since {row.failing_since:%Y-%m-%d %H:%M} UTC, {row.attempts} "
+                f"attempt(s), next {row.next_attempt_at:%Y-%m-%d %H:%M:%S}"
+                if row.state == "queued" else f"failed ({row.failure or 'refused'})")
+        click.echo(f"  {row.id}  {row.event} to {row.recipient}  {when}  {row.last_error}")
+
+
+def _echo_counts(counts: dict[str, int]) -> None:
+    click.echo(", ".join(f"{state}: {count}" for state, count in sorted(counts.items()))
+               or "empty")
 
 
 @main.group()

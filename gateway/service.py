@@ -1,8 +1,9 @@
-"""One gateway process: SMTP server, ingest worker, outbox sender and web site on one event loop.
+"""One gateway: the SMTP server, the IMAP pollers, the web site and housekeeping on one event loop,
+the ingest workers and the outbox sender in worker processes, all watched by a supervisor.
 
-Blocking work (disk, database, parsing) runs in worker threads, so a large mail never stalls
-acceptance. Several such processes may share one PostgreSQL database: both queues are claimed
-with ``FOR UPDATE SKIP LOCKED``.
+Blocking work (disk, database, parsing) runs in threads or in the worker processes, so a large
+mail never stalls acceptance. Several gateways may share one PostgreSQL database: both queues are
+claimed with ``FOR UPDATE SKIP LOCKED``.
 """
 
 from __future__ import annotations
@@ -10,26 +11,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import socket
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 import uvicorn
 from sqlalchemy.engine import Engine
 
 from gateway.channels.imap_poller import ImapPoller
-from gateway.channels.smtp_server import GatewayHandler, GroupCommit, bind, start_server
+from gateway.channels.smtp_server import GatewayHandler, bind, start_server
+from gateway.group_commit import GroupCommit
 from gateway.inbound.ingest import Ingestor, Policy
 from gateway.links import RatingLinks, ReplyAddresses
 from gateway.outbound.render import Renderer
 from gateway.outbound.sender import RelayConfig, Sender
 from gateway.ratings import forget_old_openings, queue_reminders
 from gateway.settings import Settings
-from gateway.worker import IngestProcesses
+from gateway.supervisor import Supervisor, TaskPart, ThreadPart
+from gateway.worker import Signals, WorkerProcess, bump, run_ingest, run_sender
 from gateway.workflow import Workflow
-from storage import inbound, throttle
+from storage import inbound, outbox, queues, throttle
 from storage.blobs import BlobStore
 from storage.db import make_engine
-from storage.models import utcnow
+from storage.faults import describe, is_unavailable
+from storage.models import InboundMessage, Notification, utcnow
 from web.app import create_app
 from web.throttle import KEPT as THROTTLE_KEPT
 
@@ -62,7 +69,7 @@ def build(settings: Settings, engine: Engine | None = None) -> Parts:
                             settings.relay_user, str(settings.relay_password))
     sender = Sender(engine, Renderer(), reply, from_name=settings.from_name,
                     from_address=settings.support_address, relay=relay,
-                    outbox_dir=settings.outbox_dir)
+                    outbox_dir=settings.outbox_dir, retry_days=settings.outbox_retry_days)
     return Parts(settings, engine, blobs, ingestor, sender, workflow, workflow.rating_links)
 
 
@@ -77,6 +84,7 @@ def policy(settings: Settings) -> Policy:
         flood_window_minutes=settings.flood_window_minutes,
         max_attachment_size=settings.max_attachment_size,
         lease_seconds=settings.lease_seconds,
+        retry_days=settings.inbound_retry_days,
     )
 
 
@@ -88,13 +96,22 @@ class Service:
         self.parts = build(settings, engine)
         self.smtp_port = 0
         self.web_port = 0
-        self._tasks: list[asyncio.Task[None]] = []
-        self._workers: IngestProcesses | None = None
-        self._committer: GroupCommit[inbound.Arrival] = GroupCommit(
-            lambda arrivals: inbound.record(self.parts.engine, arrivals))
+        self._web_task: asyncio.Task[None] | None = None
+        self._supervising: asyncio.Task[None] | None = None
+        self.supervisor = Supervisor()
+        self.workers: list[WorkerProcess] = []
+        self._tasks: list[TaskPart] = []
+        self._committer: GroupCommit[inbound.Arrival, int] = GroupCommit(
+            lambda arrivals: inbound.record(self.parts.engine, arrivals,
+                                            lock_wait=settings.smtp_store_timeout),
+            "accepted mails (their clients will send them again: recorded as duplicates)")
         self._smtp: asyncio.Server | None = None
         self._web: uvicorn.Server | None = None
         self._imap: list[ImapPoller] = []
+        count = settings.ingest_processes
+        context = multiprocessing.get_context("spawn")
+        self.signals = Signals(context.Event(), context.RawValue("Q", 0),
+                               context.RawValue("Q", 0), context.RawArray("b", count + 1))
 
     async def start(self) -> None:
         parts, settings = self.parts, self.settings
@@ -107,52 +124,73 @@ class Service:
             settings.accepts_recipient,
             self._store,
             on_stored=self._wake_workers,
+            store_timeout=settings.smtp_store_timeout,
         )
         self._smtp = await start_server(handler, smtp_sock, hostname=_smtp_hostname(settings),
                                         max_size=settings.smtp_max_size)
-        # Ingestion runs in worker processes of its own, on the other cores.
-        self._workers = IngestProcesses(settings, settings.ingest_processes)
-        self._workers.start()
-        if not await asyncio.to_thread(self._workers.wait_ready, 60):
-            log.error("ingest workers did not start within 60 s; mail queues until they do")
+        # Ingestion and sending run in worker processes of their own, on the other cores.
+        await self._start_workers()
         app = create_app(settings, parts.engine, parts.workflow)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         self._web = uvicorn.Server(config)
-        self._tasks = [
-            asyncio.create_task(self._web.serve(sockets=[web_sock]), name="web"),
-            asyncio.create_task(self._send_loop(), name="sender"),
-            asyncio.create_task(self._housekeeping_loop(), name="housekeeping"),
-        ]
+        self._web_task = asyncio.create_task(self._web.serve(sockets=[web_sock]), name="web")
         while not self._web.started:
             await asyncio.sleep(0.01)
-            if self._tasks[0].done():
-                self._tasks[0].result()  # surface why the web server could not start
-        log.info("SMTP on %s:%d, web on %s:%d", settings.smtp_host, self.smtp_port,
-                 settings.web_host, self.web_port)
-        # One thread per IMAP mailbox; a stored mail wakes the ingest loop as SMTP does.
+            if self._web_task.done():
+                self._web_task.result()  # surface why the web server could not start
+        self._tasks = [TaskPart("housekeeping", self._housekeeping_loop)]
+        # One thread per IMAP mailbox; a stored mail wakes the ingest workers as SMTP does.
         self._imap = [
             ImapPoller(mailbox, parts.engine, parts.blobs, poll_seconds=settings.imap_poll_seconds,
                        idle_seconds=settings.imap_idle_seconds, max_size=settings.smtp_max_size,
                        on_stored=handler.on_stored)
             for mailbox in settings.imap_mailboxes
         ]
-        for poller in self._imap:
-            poller.start()
+        for part in [*self._tasks, *(ThreadPart(f"IMAP poller {p.name}", p) for p in self._imap)]:
+            part.start()
+            self.supervisor.watch(part)
+        self._supervising = asyncio.create_task(self.supervisor.run(), name="supervisor")
+        log.info("SMTP on %s:%d, web on %s:%d", settings.smtp_host, self.smtp_port,
+                 settings.web_host, self.web_port)
+
+    async def _start_workers(self) -> None:
+        settings, engine = self.settings, self.parts.engine
+        self.workers = [
+            WorkerProcess(f"ingest worker {n}", "ingest", run_ingest, settings, self.signals, n,
+                          lambda holder: inbound.release(engine, holder))
+            for n in range(settings.ingest_processes)
+        ]
+        self.workers.append(
+            WorkerProcess("sender", "sender", run_sender, settings, self.signals,
+                          settings.ingest_processes, lambda holder: outbox.release(engine, holder)))
+        for worker in self.workers:
+            worker.start()
+            self.supervisor.watch(worker)
+        deadline = time.monotonic() + 60
+        while not all(w.ready() for w in self.workers) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if not all(w.ready() for w in self.workers):
+            log.error("worker processes did not start within 60 s; mail queues until they do")
 
     async def stop(self) -> None:
+        if self._supervising is not None:  # first, so that nothing stopped below is restarted
+            self._supervising.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervising
         await asyncio.gather(*(asyncio.to_thread(poller.stop) for poller in self._imap))
         if self._smtp is not None:
             self._smtp.close()
             await self._smtp.wait_closed()
-        if self._workers is not None:
-            await asyncio.to_thread(self._workers.stop)
+        self.signals.stop.set()
+        deadline = time.monotonic() + 15
+        await asyncio.gather(*(asyncio.to_thread(w.stop, deadline) for w in self.workers))
         if self._web is not None:
             self._web.should_exit = True
-        for task in self._tasks[1:]:
-            task.cancel()
         for task in self._tasks:
+            await task.stop()
+        if self._web_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await self._web_task
         self.parts.engine.dispose()
 
     async def _store(self, raw: bytes, mail_from: str, rcpt_tos: tuple[str, ...],
@@ -164,38 +202,21 @@ class Service:
                                                             mail_from, rcpt_tos))
 
     def _wake_workers(self) -> None:
-        if self._workers is not None:
-            self._workers.wake()
-
-    async def _send_loop(self) -> None:
-        """Deliver due notifications; woken when a worker applied mail, else every poll."""
-        parts = self.parts
-        while True:
-            applied = self._workers.signals.applied if self._workers is not None else None
-            seen = applied.value if applied is not None else 0
-            try:
-                sent = await parts.sender.deliver_due()
-            except Exception:
-                log.exception("sender loop could not claim notifications")
-                sent = 0
-            if sent:
-                continue
-            deadline = asyncio.get_running_loop().time() + self.settings.worker_poll_seconds
-            while asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.02)
-                if applied is not None and applied.value != seen:
-                    break
-
+        bump(self.signals.wake)
 
     async def _housekeeping_loop(self) -> None:
         """Every HELPDESK_HOUSEKEEPING_SECONDS: queue due rating reminders (at most one per
-        ticket, whichever process gets there first) and forget old star-link openings."""
+        ticket, whichever process gets there first), forget old star-link openings, and say
+        what is stuck."""
         while True:
             try:
                 await asyncio.to_thread(self.housekeeping)
-            except Exception:
-                log.exception("housekeeping failed; it runs again in %s s",
-                              self.settings.housekeeping_seconds)
+            except Exception as exc:
+                if is_unavailable(exc):
+                    log.info("housekeeping skipped: %s", describe(exc))
+                else:
+                    log.exception("housekeeping failed; it runs again in %s s",
+                                  self.settings.housekeeping_seconds)
             await asyncio.sleep(self.settings.housekeeping_seconds)
 
     def housekeeping(self) -> None:
@@ -207,6 +228,26 @@ class Service:
         if reminded or forgotten:
             log.info("housekeeping: %d rating reminder(s) queued, %d old star-link opening(s) "
                      "and throttle event(s) forgotten", reminded, forgotten)
+        report_stuck(parts.engine, self.settings)
+
+
+def report_stuck(engine: Engine, settings: Settings) -> None:
+    """A warning for what has been waiting on temporary errors for over STUCK_AFTER: mail the
+    relay keeps refusing or cannot be reached for, mails the disk or database keep failing."""
+    for what, stuck, days, command in (
+        ("notification(s) undelivered", queues.stuck(engine, Notification, STUCK_AFTER),
+         settings.outbox_retry_days, "helpdesk outbox status"),
+        ("inbound mail(s) unprocessed", queues.stuck(engine, InboundMessage, STUCK_AFTER),
+         settings.inbound_retry_days, "helpdesk inbound status"),
+    ):
+        if stuck.count:
+            log.warning("%d %s after temporary errors for over %s, the oldest since %s UTC; "
+                        "last error: %s (retried for %g days in all; `%s` lists them)",
+                        stuck.count, what, STUCK_AFTER, f"{stuck.oldest:%Y-%m-%d %H:%M}",
+                        stuck.last_error, days, command)
+
+
+STUCK_AFTER = timedelta(hours=1)
 
 
 def _smtp_hostname(settings: Settings) -> str:

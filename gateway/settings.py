@@ -75,6 +75,9 @@ class Settings:
     verification_link_days: int = 14
     password_link_hours: int = 24
     housekeeping_seconds: float = 600.0
+    smtp_store_timeout: float = 30.0
+    inbound_retry_days: float = 5.0
+    outbox_retry_days: float = 5.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -124,6 +127,9 @@ class Settings:
             verification_link_days=int(get("VERIFICATION_LINK_DAYS", "14")),
             password_link_hours=int(get("PASSWORD_LINK_HOURS", "24")),
             housekeeping_seconds=_positive(get("HOUSEKEEPING_SECONDS", "600")),
+            smtp_store_timeout=_positive(get("SMTP_STORE_TIMEOUT", "30")),
+            inbound_retry_days=_positive(get("INBOUND_RETRY_DAYS", "5"), "days"),
+            outbox_retry_days=_positive(get("OUTBOX_RETRY_DAYS", "5"), "days"),
         )
 
     def accepts_recipient(self, address: str) -> bool:
@@ -215,10 +221,10 @@ def _imap_mailbox(url: str) -> ImapMailbox:
     )
 
 
-def _positive(value: str) -> float:
+def _positive(value: str, unit: str = "seconds") -> float:
     number = float(value)
     if number <= 0:
-        raise ValueError(f"{value!r} is not a positive number of seconds")
+        raise ValueError(f"{value!r} is not a positive number of {unit}")
     return number
 
 

@@ -1,35 +1,42 @@
-"""Ingest worker processes: lease queued mails in small batches, prepare them, apply them.
+"""The gateway's worker processes: ingest workers (lease queued mails, prepare, apply) and the
+outbox sender.
 
-Each worker is an OS process of its own (started by ``helpdesk serve``), so parsing and the
-database work of ingestion run on other cores than the SMTP server, whose event loop only
-accepts. Two workers take turns naturally: while one parses its batch, the other writes its own.
-A worker leaves when told to, or when the process that started it is gone.
+Each is an OS process of its own, started by ``helpdesk serve`` and watched by its supervisor
+(gateway.supervisor), so parsing and the database work of ingestion, and the waits on the relay,
+run beside the SMTP server, whose event loop only accepts. Two ingest workers take turns
+naturally: while one parses its batch, the other writes its own. A worker leaves when told to,
+or when the process that started it is gone; if it dies, its supervisor puts back what it held
+(its leases, its claims) and starts another.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event
 from typing import Any
 
+from gateway.inbound.ingest import new_worker_id
 from gateway.inbound.prepare import Prepared
 from gateway.settings import Settings
+from storage.faults import describe, is_temporary
 
 log = logging.getLogger("gateway.worker")
 
 Counter = Any  # a multiprocessing RawValue("Q"): shared memory, no lock
 
 BATCH = 8  # small: a lease never waits long, and SQLite's write lock is held only briefly
+OUTAGE_PAUSE = (0.5, 10.0)  # seconds between attempts while the database is away: first, most
 
 
-def run(settings: Settings, signals: Signals, number: int, parent_pid: int,
-        log_level: int) -> None:
-    """The body of one worker process."""
+def _begin(settings: Settings, log_level: int) -> Any:
+    """What every worker process does first: its own logging and signals, its parts built."""
     # Ctrl-C reaches the whole process group; the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING,
@@ -37,35 +44,104 @@ def run(settings: Settings, signals: Signals, number: int, parent_pid: int,
     logging.getLogger("gateway").setLevel(log_level)
     from gateway.service import build  # here: the child imports what it needs after spawn
 
-    parts = build(settings)
+    return build(settings)
+
+
+def run_ingest(settings: Settings, signals: Signals, slot: int, worker_id: str,
+               parent_pid: int, log_level: int) -> None:
+    """The body of one ingest worker process."""
+    parts = _begin(settings, log_level)
     ingestor = parts.ingestor
-    signals.ready[number] = 1
-    stop = signals.stop
-    while not stop.is_set() and os.getppid() == parent_pid:
+    ingestor.worker_id = worker_id
+    signals.ready[slot] = 1
+    pause = Pause()
+    while not signals.stop.is_set() and os.getppid() == parent_pid:
         seen = signals.wake.value
         try:
             leased = ingestor.lease(BATCH)
-        except Exception:  # the database is away: wait, then try again
-            log.exception("could not lease queued mail")
-            time.sleep(1)
+        except Exception as exc:  # the database is away: wait, then try again
+            _failed("could not lease queued mail", exc)
+            time.sleep(pause.next())
             continue
+        pause.reset()
         if not leased:
-            # Woken by the channels when they store a mail; a look anyway every poll, for
-            # mail stored by another gateway process sharing the database.
+            # Woken by the channels when they store a mail; a look anyway every poll, for mail
+            # stored by another gateway process sharing the database, or due again after a
+            # temporary error.
             wait_for_change(signals.wake, seen, settings.worker_poll_seconds)
             continue
         batch: list[tuple[int, Prepared | BaseException]] = []
         for queue_id, key in leased:
             try:
                 batch.append((queue_id, ingestor.prepare(key)))
-            except Exception as exc:  # kept as failed with its error by apply
+            except Exception as exc:  # apply keeps it as failed, or queues it again
                 batch.append((queue_id, exc))
         try:
             ingestor.apply(batch)
-        except Exception:  # the leases run out and the mails are taken again
-            log.exception("could not apply a batch of %d mails", len(batch))
+        except Exception as exc:  # the leases are put back, or run out, and are taken again
+            _failed(f"could not apply a batch of {len(batch)} mails", exc)
+            _put_back(ingestor, worker_id)
         bump(signals.applied)  # the sender may have notifications to deliver
     parts.engine.dispose()
+
+
+def run_sender(settings: Settings, signals: Signals, slot: int, sender_id: str,
+               parent_pid: int, log_level: int) -> None:
+    """The body of the outbox sender process: deliver what is due, woken when an ingest worker
+    applied mail, else every poll."""
+    parts = _begin(settings, log_level)
+    sender = parts.sender
+    sender.sender_id = sender_id
+    signals.ready[slot] = 1
+
+    async def loop() -> None:
+        pause = Pause()
+        while not signals.stop.is_set() and os.getppid() == parent_pid:
+            seen = signals.applied.value
+            try:
+                sent = await sender.deliver_due()
+            except Exception as exc:
+                _failed("could not claim notifications", exc)
+                await asyncio.sleep(pause.next())
+                continue
+            pause.reset()
+            if not sent:
+                await asyncio.to_thread(wait_for_change, signals.applied, seen,
+                                        settings.worker_poll_seconds)
+
+    asyncio.run(loop())
+    parts.engine.dispose()
+
+
+def _failed(what: str, exc: BaseException) -> None:
+    """A temporary error is logged once by the outage log (storage.faults), not every second."""
+    if is_temporary(exc):
+        log.debug("%s: %s", what, describe(exc))
+    else:
+        log.exception(what)
+
+
+def _put_back(ingestor: Any, worker_id: str) -> None:
+    from storage import inbound
+
+    try:
+        inbound.release(ingestor.engine, worker_id, died=False)
+    except Exception as exc:  # the database is still away: the leases run out instead
+        log.debug("could not put back the leases of %s: %s", worker_id, describe(exc))
+
+
+class Pause:
+    """Waits between attempts while something is away: doubling, capped."""
+
+    def __init__(self, first: float = OUTAGE_PAUSE[0], most: float = OUTAGE_PAUSE[1]) -> None:
+        self.first, self.most, self.current = first, most, first
+
+    def next(self) -> float:
+        value, self.current = self.current, min(self.current * 2, self.most)
+        return value
+
+    def reset(self) -> None:
+        self.current = self.first
 
 
 @dataclass
@@ -79,7 +155,7 @@ class Signals:
     stop: Event  # set by the gateway; workers only look at it, never sleep on it
     wake: Counter  # a channel stored a mail
     applied: Counter  # a worker applied a batch (notifications may be waiting)
-    ready: Any  # one flag per worker: started and taking mail
+    ready: Any  # one flag per worker slot: started and taking work
 
 
 def bump(counter: Counter) -> None:
@@ -96,42 +172,65 @@ def wait_for_change(counter: Counter, seen: int, timeout: float, step: float = 0
     return counter.value
 
 
-class IngestProcesses:
-    """Starts and stops the worker processes of one gateway."""
+class WorkerProcess:
+    """One supervised worker process (gateway.supervisor's Part): each start is a new OS process
+    with a new name for what it holds, so that after a death exactly its leases or claims are
+    put back (``put_back``, run by the supervisor in the parent)."""
 
-    def __init__(self, settings: Settings, count: int) -> None:
-        self.settings = settings
-        self.count = count
-        context = multiprocessing.get_context("spawn")  # clean children: no inherited threads
-        self.signals = Signals(context.Event(), context.RawValue("Q", 0),
-                               context.RawValue("Q", 0), context.RawArray("b", count))
-        self._processes = [
-            context.Process(target=run, name=f"ingest-{n}", daemon=True,
-                            args=(settings, self.signals, n, os.getpid(),
-                                  logging.getLogger("gateway").getEffectiveLevel()))
-            for n in range(count)
-        ]
+    def __init__(self, name: str, role: str, target: Callable[..., None], settings: Settings,
+                 signals: Signals, slot: int, put_back: Callable[[str], int]) -> None:
+        self.name = name
+        self.role = role
+        self._target = target
+        self._settings = settings
+        self._signals = signals
+        self._slot = slot
+        self._put_back = put_back
+        self._context = multiprocessing.get_context("spawn")  # clean: no inherited threads
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self.holder = ""
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
-        for process in self._processes:
-            process.start()
+        self.holder = new_worker_id(self.role)
+        self._signals.ready[self._slot] = 0
+        self._process = self._context.Process(
+            target=self._target, name=self.name, daemon=True,
+            args=(self._settings, self._signals, self._slot, self.holder, os.getpid(),
+                  logging.getLogger("gateway").getEffectiveLevel()))
+        self._process.start()
+        log.info("%s started (pid %s)", self.name, self._process.pid)
 
-    def wait_ready(self, timeout: float = 60) -> bool:
-        """True once every worker has started and is taking mail."""
-        deadline = time.monotonic() + timeout
-        while sum(self.signals.ready) < self.count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return sum(self.signals.ready) >= self.count
+    def alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
 
-    def wake(self) -> None:
-        """A channel stored a mail: idle workers look at the queue now."""
-        bump(self.signals.wake)
+    def ready(self) -> bool:
+        return bool(self._signals.ready[self._slot])
 
-    def stop(self, timeout: float = 15) -> None:
-        self.signals.stop.set()
-        deadline = time.monotonic() + timeout
-        for process in self._processes:
-            process.join(max(0.1, deadline - time.monotonic()))
-            if process.is_alive():  # its leases run out; another worker takes the mails
-                process.terminate()
-                process.join(5)
+    def exit_reason(self) -> str:
+        code = self._process.exitcode if self._process is not None else None
+        if code is None:
+            return "not started"
+        if code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exited with status {code}"
+
+    def after_death(self) -> str:
+        """Put back what the dead process held; say what was put back."""
+        count = self._put_back(self.holder)
+        return f"{count} {'lease(s)' if self.role == 'ingest' else 'claim(s)'} put back"
+
+    def stop(self, deadline: float) -> None:
+        process = self._process
+        if process is None:
+            return
+        process.join(max(0.1, deadline - time.monotonic()))
+        if process.is_alive():  # what it holds runs out; another worker takes it
+            process.terminate()
+            process.join(5)

@@ -1,18 +1,22 @@
-"""The inbound queue table: record an accepted mail, claim the next one, find earlier copies."""
+"""The inbound queue table: record an accepted mail, lease the next ones, claim a mail's bytes and
+Message-ID against copies, put back what met a temporary error."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, or_, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from storage.blobs import BlobStore
 from storage.db import supports_skip_locked, transaction
-from storage.models import InboundMessage, utcnow
+from storage.models import InboundClaim, InboundMessage, utcnow
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,9 @@ def enqueue(
                                    rcpt_to)])[0]
 
 
-def record(engine: Engine, arrivals: list[Arrival]) -> list[int]:
-    """Queue mails already in the blob store, all in one transaction (one commit, one fsync)."""
+def record(engine: Engine, arrivals: list[Arrival], lock_wait: float | None = None) -> list[int]:
+    """Queue mails already in the blob store, all in one transaction (one commit, one fsync);
+    ``lock_wait`` bounds the wait for the database's locks (a temporary error after it)."""
     rows = [
         InboundMessage(
             channel=a.channel, source=a.source[:255], source_ref=a.source_ref,
@@ -55,7 +60,7 @@ def record(engine: Engine, arrivals: list[Arrival]) -> list[int]:
         )
         for a in arrivals
     ]
-    with transaction(engine) as session:
+    with transaction(engine, lock_wait=lock_wait) as session:
         session.add_all(rows)
         session.flush()
         return [row.id for row in rows]  # type: ignore[misc]
@@ -70,14 +75,19 @@ MAX_ATTEMPTS = 5
 
 def lease(
     engine: Engine, worker: str, limit: int, inbound_id: int | None = None,
-    stale: timedelta = STALE_LEASE,
+    stale: timedelta = STALE_LEASE, now: datetime | None = None,
 ) -> list[tuple[int, str]]:
     """Take up to ``limit`` queued mails (oldest first, or the one named) for ``worker``;
     return their (queue id, raw blob key). Committed at once, so parsing happens outside any
-    transaction; PostgreSQL workers skip rows that another is leasing right now."""
-    now = utcnow()
+    transaction; PostgreSQL workers skip rows that another is leasing right now.
+
+    A mail whose last lease ended without an outcome (its worker died, maybe because of it) is
+    leased alone, so that a mail that kills its worker takes no other mail down with it."""
+    now = now or utcnow()
     takeable = or_(
-        col(InboundMessage.state) == "queued",
+        and_(col(InboundMessage.state) == "queued",
+             or_(col(InboundMessage.next_attempt_at).is_(None),
+                 col(InboundMessage.next_attempt_at) <= now)),
         and_(col(InboundMessage.state) == "processing",
              col(InboundMessage.claimed_at) < now - stale),
     )
@@ -94,12 +104,35 @@ def lease(
             if row.attempts >= MAX_ATTEMPTS:
                 row.state, row.outcome = "failed", "failed"
                 row.error = f"gave up after {row.attempts} attempts (the worker kept dying)"
-            else:
-                row.state, row.claimed_by, row.claimed_at = "processing", worker, now
-                row.attempts += 1
-                leased.append((row.id, row.raw_key))
+                row.processed_at = now
+                session.add(row)
+                continue
+            if row.attempts and leased:
+                break  # a suspect: taken alone by the next lease
+            row.state, row.claimed_by, row.claimed_at = "processing", worker, now
+            row.attempts += 1
             session.add(row)
+            leased.append((row.id, row.raw_key))
+            if row.attempts > 1:
+                break
     return leased
+
+
+def release(engine: Engine, worker: str, *, died: bool = True) -> int:
+    """Put back the mails leased by ``worker``: they are taken again now instead of when their
+    leases run out. ``died``: the worker is known to be dead (its supervisor saw it exit), and
+    its mails count that lease as one that ended without an outcome; else the worker gives them
+    back itself after an error that was not theirs, and the lease does not count."""
+    values: dict[str, object] = {"state": "queued", "claimed_by": None, "claimed_at": None}
+    if not died:
+        values["attempts"] = InboundMessage.attempts - 1
+    with transaction(engine) as session:
+        result = session.execute(
+            update(InboundMessage)
+            .where(col(InboundMessage.state) == "processing",
+                   col(InboundMessage.claimed_by) == worker)
+            .values(**values))
+        return result.rowcount  # type: ignore[attr-defined,no-any-return]
 
 
 def leased_row(session: Session, inbound_id: int, worker: str) -> InboundMessage | None:
@@ -114,37 +147,74 @@ def leased_row(session: Session, inbound_id: int, worker: str) -> InboundMessage
     return session.exec(query).first()
 
 
-def earlier_copy(session: Session, row: InboundMessage) -> InboundMessage | None:
-    """An already processed mail with the same raw bytes or the same Message-ID.
+def claim_keys(row: InboundMessage) -> list[str]:
+    """The keys a mail claims: its raw bytes, and its Message-ID if it has one."""
+    keys = [f"raw:{row.raw_sha256}"]
+    if row.header_message_id:
+        digest = hashlib.sha256(row.header_message_id.encode("utf-8", "surrogateescape"))
+        keys.append(f"mid:{digest.hexdigest()}")
+    return keys
 
-    Two queries, each on its own index: an OR of the two lets SQLite fall back to a scan."""
-    for same in (
-        InboundMessage.raw_sha256 == row.raw_sha256,
-        InboundMessage.header_message_id == row.header_message_id
-        if row.header_message_id else None,
-    ):
-        if same is None:
-            continue
-        query = (
-            select(InboundMessage)
-            .where(same, InboundMessage.id != row.id, InboundMessage.state == "done")
-            .order_by(col(InboundMessage.id))
-            .limit(1)
-        )
-        found = session.exec(query).first()
-        if found is not None:
-            return found
+
+def claim(session: Session, row: InboundMessage) -> InboundMessage | None:
+    """Claim the mail's bytes and Message-ID for it, inside the caller's transaction; if an
+    earlier mail holds either, claim nothing and return that mail (this one is its copy).
+
+    The insert is refused by the database (``ON CONFLICT DO NOTHING`` on the primary key): on
+    PostgreSQL an insert of a key that a concurrent transaction has just inserted waits for that
+    transaction, and finds the key once it commits, so two copies applied at the same moment by
+    two workers cannot both become tickets."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    keys = claim_keys(row)
+    savepoint = session.begin_nested()
+    for key in keys:
+        statement = (insert(InboundClaim).values(key=key, inbound_id=row.id)
+                     .on_conflict_do_nothing(index_elements=["key"])
+                     .returning(InboundClaim.key))
+        if session.execute(statement).first() is None:  # the key was taken
+            savepoint.rollback()
+            holder = session.exec(select(InboundClaim.inbound_id)
+                                  .where(InboundClaim.key == key)).first()
+            return session.get(InboundMessage, holder) if holder is not None else None
+    savepoint.commit()
     return None
 
 
+RETRY_BASE = timedelta(seconds=1)
+RETRY_MAX = timedelta(minutes=5)
+
+
+def retry_later(row: InboundMessage, reason: str, retry_for: timedelta,
+                now: datetime | None = None) -> bool:
+    """A temporary error: the mail goes back to the queue, to be tried again after waiting as
+    long as it has been failing (at least 1 s, at most 5 minutes: the waits double). False once
+    it has been failing for longer than ``retry_for``: the caller keeps it as failed."""
+    now = now or utcnow()
+    since = row.failing_since or now
+    if now - since > retry_for:
+        return False
+    delay = min(max(now - since, RETRY_BASE), RETRY_MAX)
+    row.state, row.claimed_by, row.claimed_at = "queued", None, None
+    row.attempts = 0  # this lease ended with a result: the worker did not die
+    row.failing_since, row.next_attempt_at, row.error = since, now + delay, reason
+    return True
+
+
 def requeue_failed(engine: Engine, ids: list[int] | None = None) -> int:
+    """Queue again mails kept as failed (all, or those named), and try now those waiting after
+    a temporary error."""
     with transaction(engine) as session:
-        query = select(InboundMessage).where(InboundMessage.state == "failed")
+        query = select(InboundMessage).where(or_(
+            col(InboundMessage.state) == "failed",
+            and_(col(InboundMessage.state) == "queued",
+                 col(InboundMessage.next_attempt_at).is_not(None))))
         if ids:
-            query = query.where(InboundMessage.id.in_(ids))  # type: ignore[union-attr]
+            query = query.where(col(InboundMessage.id).in_(ids))
         rows = session.exec(query).all()
         for row in rows:
             row.state, row.attempts = "queued", 0
+            row.next_attempt_at = row.failing_since = None
             session.add(row)
         return len(rows)
 

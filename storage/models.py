@@ -190,7 +190,14 @@ class Notification(SQLModel, table=True):
     attempts: int = Field(default=0)
     next_attempt_at: datetime = Field(default_factory=utcnow, index=True)
     claimed_at: datetime | None = Field(default=None)
+    claimed_by: str | None = Field(default=None, max_length=128)  # the sender delivering it
     last_error: str | None = Field(default=None, sa_column=Column(Text))
+    # Since when delivery keeps failing for temporary reasons (retried until the retry time is
+    # over); cleared by `helpdesk outbox retry`.
+    failing_since: datetime | None = Field(default=None)
+    # Why a failed notification failed: refused (5xx), unwritable, expired (temporary failures
+    # for longer than HELPDESK_OUTBOX_RETRY_DAYS).
+    failure: str | None = Field(default=None, max_length=16)
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = Field(default=None)
 
@@ -213,14 +220,7 @@ class InboundMessage(SQLModel, table=True):
     """The inbound queue: every accepted mail, recorded before the channel acknowledges it."""
 
     __tablename__ = "inbound_message"
-    __table_args__ = (
-        UniqueConstraint("channel", "source", "source_ref"),
-        # The duplicate check looks for a processed mail with the same bytes or Message-ID: with
-        # single-column indexes SQLite chose the one on state, where nearly every row is "done",
-        # and read the whole queue for each mail.
-        Index("ix_inbound_message_sha_state", "raw_sha256", "state"),
-        Index("ix_inbound_message_msgid_state", "header_message_id", "state"),
-    )
+    __table_args__ = (UniqueConstraint("channel", "source", "source_ref"),)
     id: int | None = Field(default=None, primary_key=True)
     channel: str = Field(max_length=8)  # smtp / imap / file
     source: str = Field(default="", max_length=255)  # peer address, mailbox, or file name
@@ -233,7 +233,13 @@ class InboundMessage(SQLModel, table=True):
     state: str = Field(default="queued", max_length=12, index=True)  # queued/processing/done/failed
     claimed_by: str | None = Field(default=None, max_length=128)  # the worker leasing it
     claimed_at: datetime | None = Field(default=None)
+    # Leases that ended without an outcome (a worker died on the mail): counted to give up on a
+    # mail that kills its worker; reset when a temporary error sends the mail back to the queue.
     attempts: int = Field(default=0)
+    # Temporary errors (disk full, database gone): the mail waits until next_attempt_at, and
+    # is kept as failed once it has been failing for HELPDESK_INBOUND_RETRY_DAYS.
+    next_attempt_at: datetime | None = Field(default=None)
+    failing_since: datetime | None = Field(default=None)
     outcome: str | None = Field(default=None, max_length=16)
     reason: str | None = Field(default=None, sa_column=Column(Text))
     ticket_id: int | None = Field(default=None, foreign_key="ticket.id")
@@ -241,6 +247,19 @@ class InboundMessage(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text))
     received_at: datetime = Field(default_factory=utcnow)
     processed_at: datetime | None = Field(default=None)
+
+
+class InboundClaim(SQLModel, table=True):
+    """The first mail seen with given raw bytes or a given Message-ID: a later copy finds the
+    key taken and is recorded as a duplicate of it.
+
+    The primary key makes the database itself refuse a second claim, so two workers (or two
+    gateway processes) applying two copies at the same moment cannot both win: on PostgreSQL
+    the second insert waits for the first transaction and then finds the key."""
+
+    __tablename__ = "inbound_claim"
+    key: str = Field(primary_key=True, max_length=80)  # "raw:<sha256>" or "mid:<sha256 of id>"
+    inbound_id: int = Field(foreign_key="inbound_message.id")
 
 
 class ImapMailboxState(SQLModel, table=True):

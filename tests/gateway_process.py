@@ -50,7 +50,7 @@ class GatewayProcess:
     def processed_ids(self) -> set[int]:
         """Queue ids this process's ingest worker finished (from its log)."""
         return {int(m.group(1)) for line in self.lines
-                if (m := re.search(r"gateway\.ingest: inbound (\d+) ", line))}
+                if (m := re.search(r"gateway\.ingest: inbound (\d+) (?!retry)", line))}
 
     def kill(self) -> None:
         """SIGKILL: no clean-up at all, as in a crash or an OOM kill."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -16,9 +18,12 @@ from starlette.staticfiles import StaticFiles
 from gateway.links import PasswordLinks
 from gateway.settings import Settings
 from gateway.workflow import Workflow
+from storage.faults import is_unavailable
 from web import accounts, auth, ratings, tickets, verification
 from web.pages import Pages
 from web.throttle import Throttle
+
+log = logging.getLogger("gateway.web")
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -35,6 +40,18 @@ async def not_found(request: Request, exc: Exception) -> Response:
 async def server_error(request: Request, exc: Exception) -> Response:
     # Never a stack trace to a user: the details go to the log (uvicorn logs the exception).
     return request.app.state.pages.render(request, "error.html", {"error": "server"}, 500)
+
+
+async def database_error(request: Request, exc: Exception) -> Response:
+    """The database is away (or too slow): 503 with a page that says so, and one log line for
+    the whole outage (storage.faults) instead of a traceback per request."""
+    if not is_unavailable(exc):
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return await server_error(request, exc)
+    response = request.app.state.pages.render(request, "error.html", {"error": "unavailable"},
+                                              503)
+    response.headers["Retry-After"] = "30"
+    return response
 
 
 def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = None) -> Starlette:
@@ -67,7 +84,8 @@ def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = N
                 https_only=settings.public_url.startswith("https://"),
             )
         ],
-        exception_handlers={404: not_found, 500: server_error},
+        exception_handlers={404: not_found, 500: server_error,
+                            SQLAlchemyError: database_error},
     )
     app.state.engine = engine
     app.state.settings = settings

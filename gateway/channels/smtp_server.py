@@ -11,13 +11,12 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-log = logging.getLogger("gateway.smtp")
+from storage.faults import describe, is_unavailable
 
-T = TypeVar("T")
+log = logging.getLogger("gateway.smtp")
 
 OK_250 = "250 2.1.5 OK"
 ERR_451_STORE = "451 4.3.0 Temporary failure storing the message, try again later"
@@ -34,10 +33,14 @@ class GatewayHandler:
         accepts_recipient: Callable[[str], bool],
         store: StoreFunction,
         on_stored: Callable[[], None] = lambda: None,
+        store_timeout: float = 30.0,
     ) -> None:
         self.accepts_recipient = accepts_recipient
         self.store = store
         self.on_stored = on_stored
+        # A store that takes longer (a database or disk that hangs) is answered 451, so that
+        # the client retries instead of waiting for an answer that may never come.
+        self.store_timeout = store_timeout
 
     async def handle_RCPT(  # noqa: N802 (aiosmtpd's hook name)
         self, server: SMTP, session: Session, envelope: Envelope, address: str,
@@ -58,48 +61,23 @@ class GatewayHandler:
         assert isinstance(raw, bytes)
         peer = str(session.peer[0]) if isinstance(session.peer, tuple) else str(session.peer)
         try:
-            inbound_id = await self.store(raw, envelope.mail_from or "",
-                                          tuple(envelope.rcpt_tos), peer)
-        except Exception:
-            log.exception("could not store a %d-byte mail from %s", len(raw), envelope.mail_from)
+            inbound_id = await asyncio.wait_for(
+                self.store(raw, envelope.mail_from or "", tuple(envelope.rcpt_tos), peer),
+                self.store_timeout)
+        except TimeoutError:
+            log.warning("storing a %d-byte mail from %s took too long; answered 451", len(raw),
+                        envelope.mail_from)
+            return ERR_451_STORE
+        except Exception as exc:
+            if is_unavailable(exc):  # a full disk, a database away: one line, no traceback
+                log.warning("could not store a %d-byte mail from %s: %s", len(raw),
+                         envelope.mail_from, describe(exc))
+            else:
+                log.exception("could not store a %d-byte mail from %s", len(raw),
+                              envelope.mail_from)
             return ERR_451_STORE
         self.on_stored()
         return f"250 2.0.0 OK: queued as {inbound_id}"
-
-
-class GroupCommit(Generic[T]):
-    """Records concurrently arriving mails in one transaction: one commit (one fsync) answers
-    every client that finished DATA meanwhile, so acceptance scales with concurrent clients
-    instead of queueing each one behind the disk. Runs on the event loop; the writes in a
-    thread."""
-
-    def __init__(self, record_many: Callable[[list[T]], list[int]]) -> None:
-        self._record_many = record_many
-        self._pending: list[tuple[T, asyncio.Future[int]]] = []
-        self._flushing = False
-
-    async def record(self, item: T) -> int:
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
-        if not self._flushing:
-            self._flushing = True
-            asyncio.get_running_loop().create_task(self._flush())
-        return await future
-
-    async def _flush(self) -> None:
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    ids = await asyncio.to_thread(self._record_many, [item for item, _ in batch])
-                except Exception as exc:
-                    for _, future in batch:
-                        future.set_exception(exc)
-                else:
-                    for (_, future), inbound_id in zip(batch, ids, strict=True):
-                        future.set_result(inbound_id)
-        finally:
-            self._flushing = False
 
 
 async def start_server(

@@ -2,8 +2,9 @@
 
 Its sole purpose in life is to turn a row of the inbound queue into a ticket, a reply, or a
 recorded rejection. The rules are walked in the order of ``_dispose``; if anything raises, the
-transaction is rolled back and the mail is kept as failed with its error (``helpdesk inbound
-retry`` queues it again), and the loop goes on with the next mail.
+mail's savepoint is rolled back and the loop goes on with the next mail. A temporary error (disk
+full, database gone) sends the mail back to the queue to be tried again by itself; any other is
+kept as failed with its error (``helpdesk inbound retry`` queues it again).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from gateway.workflow import RefusedFile, Thread, Workflow
 from storage import inbound
 from storage.blobs import BlobStore
 from storage.db import transaction
+from storage.faults import describe, is_temporary
 from storage.models import Attachment, Contact, InboundMessage, Message, Ticket, utcnow
 from storage.tickets import (
     catchall_organization,
@@ -41,8 +43,15 @@ from storage.tickets import (
 
 log = logging.getLogger("gateway.ingest")
 
+
+def new_worker_id(role: str) -> str:
+    """A name for one lease or claim holder: host, process, role, and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{role}:{uuid.uuid4().hex[:8]}"
+
 OUTCOMES = ("created", "threaded", "duplicate", "autoreply", "bounce", "held", "rejected",
             "failed")
+# Not an outcome: the mail met a temporary error and waits in the queue to be tried again.
+RETRY = "retry"
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,7 @@ class Policy:
     flood_window_minutes: int = 10
     max_attachment_size: int = attachments.DEFAULT_MAX_SIZE
     lease_seconds: float = 30.0
+    retry_days: float = 5.0  # a mail meeting temporary errors is retried this long
 
 
 # The attachment fields of the `ingest --json` contract.
@@ -89,14 +99,15 @@ class Outcome:
 
 class Ingestor:
     def __init__(self, engine: Engine, blobs: BlobStore, workflow: Workflow,
-                 reply: ReplyAddresses, policy: Policy) -> None:
+                 reply: ReplyAddresses, policy: Policy, worker_id: str | None = None) -> None:
         self.engine = engine
         self.blobs = blobs
         self.workflow = workflow
         self.reply = reply
         self.policy = policy
-        # Who holds a lease on a queued mail: unique per process and per Ingestor.
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # Who holds a lease on a queued mail: unique per process and per Ingestor (a worker's
+        # supervisor names it, to put its leases back if it dies).
+        self.worker_id = worker_id or new_worker_id("ingest")
 
     def process_next(self, inbound_id: int | None = None) -> Outcome | None:
         """Process the oldest queued mail (or the one named) here and now; None when none is
@@ -135,22 +146,32 @@ class Ingestor:
                     with session.begin_nested():
                         outcome = _Run(self, session, row, prepared).dispose()
                 except Exception as exc:
-                    log.exception("inbound %s failed; kept for retry", queue_id)
+                    if not is_temporary(exc):
+                        log.exception("inbound %s failed", queue_id)
                     session.refresh(row)
                     outcome = self._failed(session, row, exc)
                 outcomes.append(outcome)
         for outcome in outcomes:
-            log.info("inbound %s %s ticket=%s reason=%s from=%s", outcome.inbound_id,
-                     outcome.outcome, outcome.ticket, outcome.reason, outcome.sender)
+            level = logging.WARNING if outcome.outcome in {RETRY, "failed"} else logging.INFO
+            log.log(level, "inbound %s %s ticket=%s reason=%s from=%s", outcome.inbound_id,
+                    outcome.outcome, outcome.ticket, outcome.reason, outcome.sender)
         return outcomes
 
-    @staticmethod
-    def _failed(session: Session, row: InboundMessage, exc: BaseException) -> Outcome:
-        reason = f"{type(exc).__name__}: {exc}"[:4000]
+    def _failed(self, session: Session, row: InboundMessage, exc: BaseException) -> Outcome:
+        """A mail whose processing raised: back to the queue if the error is temporary (the disk
+        is full, the database went away), else kept as failed with its error."""
+        reason = describe(exc)[:4000]
+        assert row.id is not None
+        retry_for = timedelta(days=self.policy.retry_days)
+        if is_temporary(exc) and inbound.retry_later(row, reason, retry_for):
+            session.add(row)
+            return Outcome(row.id, RETRY, None, f"{reason} (tried again at "
+                           f"{row.next_attempt_at:%H:%M:%S} UTC)", "", "")
+        if row.failing_since is not None:
+            reason = f"still failing after {self.policy.retry_days:g} day(s): {reason}"
         row.state, row.outcome, row.error = "failed", "failed", reason
         row.processed_at = utcnow()
         session.add(row)
-        assert row.id is not None
         return Outcome(row.id, "failed", None, reason, "", "")
 
 
@@ -170,6 +191,7 @@ class _Run:
     def finish(self, kind: str, ticket: Ticket | None, reason: str | None) -> Outcome:
         row = self.row
         row.state, row.outcome, row.reason = "done", kind, reason
+        row.next_attempt_at = row.failing_since = row.error = None
         row.ticket_id = ticket.id if ticket else None
         row.processed_at = utcnow()
         self.session.add(row)
@@ -181,7 +203,7 @@ class _Run:
         mail, session = self.mail, self.session
         if mail.error:
             return self.finish("failed", None, f"unparsable: {mail.error}")
-        earlier = inbound.earlier_copy(session, self.row)
+        earlier = inbound.claim(session, self.row)
         if earlier is not None:
             ticket = session.get(Ticket, earlier.ticket_id) if earlier.ticket_id else None
             return self.finish("duplicate", ticket, f"same mail as inbound {earlier.id}")

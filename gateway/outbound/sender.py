@@ -2,36 +2,42 @@
 
 Without a relay (the embedded default) mails are written as ``.eml`` files to the outbox folder,
 so a newcomer can open exactly what the customer would get. A temporary failure (4xx, connection
-refused, timeout) is retried with exponential backoff; a permanent one (5xx) gives up at once with
-the reason recorded; a relay outage delays mail, never drops it.
+refused, timeout) is retried with exponential backoff for days (HELPDESK_OUTBOX_RETRY_DAYS); a
+permanent one (5xx) gives up at once with the reason recorded; a relay outage delays mail, never
+drops it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
+import socket
 import tempfile
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import aiosmtplib
 from sqlalchemy.engine import Engine
 
+from gateway.group_commit import GroupCommit
 from gateway.i18n import pick_language
 from gateway.links import ReplyAddresses
 from gateway.outbound.render import Envelope, Renderer, to_wire
 from storage import outbox
+from storage.faults import Outage, describe, is_unavailable
 from storage.models import Notification, utcnow
 
 log = logging.getLogger("gateway.sender")
 
-MAX_ATTEMPTS = 12
 PARALLEL_SENDS = 4  # relay connections at once
 BASE_DELAY = timedelta(seconds=30)
-MAX_DELAY = timedelta(hours=2)
+MAX_DELAY = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,12 @@ class RelayConfig:
 
 
 class PermanentFailure(Exception):
-    """The relay refused the mail for good (5xx): retrying would not help."""
+    """The relay refused the mail for good (5xx), or it can never be written: retrying would not
+    help. ``kind`` is recorded as the notification's failure."""
+
+    def __init__(self, message: str, kind: str = "refused") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class Sender:
@@ -59,6 +70,9 @@ class Sender:
         from_address: str,
         relay: RelayConfig | None,
         outbox_dir: Path,
+        retry_days: float = 5.0,
+        sender_id: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.engine = engine
         self.renderer = renderer
@@ -67,51 +81,100 @@ class Sender:
         self.from_address = from_address
         self.relay = relay
         self.outbox_dir = outbox_dir
+        # Temporary failures (4xx, relay unreachable) are retried for this long, then given up.
+        self.retry_for = timedelta(days=retry_days)
+        # Who holds the claims of this sender: its supervisor names it, to put them back if the
+        # sender dies.
+        self.sender_id = sender_id or f"{socket.gethostname()}:{os.getpid()}:sender:" \
+                                      f"{uuid.uuid4().hex[:8]}"
+        self.clock = clock
+        self.relay_outage = Outage("relay")
+        self._recorder: GroupCommit[outbox.Result, None] = GroupCommit(
+            lambda results: outbox.record_results(self.engine, results), "deliveries")
 
     async def deliver_due(self) -> int:
         """Deliver every notification that is due now; return how many were attempted.
 
-        A claimed batch is rendered, sent over a few relay connections at once, and its
-        outcomes are written in one transaction: one commit for the batch, not two a mail."""
-        rows = await asyncio.to_thread(outbox.claim_due, self.engine)
+        A claimed batch is rendered and sent over a few relay connections at once. Each
+        delivery is recorded as soon as the relay has accepted it (together with the others
+        that end at that moment: one commit), so a crash can repeat at most the mails whose
+        acceptance was not yet written; the claims are renewed while the batch is at work."""
+        rows = await asyncio.to_thread(outbox.claim_due, self.engine, self.sender_id,
+                                       now=self.clock())
         if not rows:
             return 0
         lanes = asyncio.Semaphore(PARALLEL_SENDS)
+        in_flight = {row.id for row in rows}
 
-        async def one(row: Notification) -> outbox.Result:
+        async def one(row: Notification) -> None:
             async with lanes:
-                return await self._deliver_one(row)
+                result = await self._deliver_one(row)
+            await self._recorder.record(result)
+            in_flight.discard(row.id)
 
-        results = await asyncio.gather(*(one(row) for row in rows))
-        await asyncio.to_thread(outbox.record_results, self.engine, list(results))
+        renewer = asyncio.create_task(self._renew(in_flight))
+        try:
+            await asyncio.gather(*(one(row) for row in rows))
+        finally:
+            renewer.cancel()
         return len(rows)
+
+    async def _renew(self, in_flight: set[int | None]) -> None:
+        while True:
+            await asyncio.sleep(outbox.RENEW_CLAIMS.total_seconds())
+            ids = [i for i in in_flight if i is not None]
+            try:
+                await asyncio.to_thread(outbox.renew, self.engine, self.sender_id, ids,
+                                        self.clock())
+            except Exception as exc:  # the claims may go stale; another sender then takes them
+                log.warning("could not renew the claims of %d notifications: %s", len(ids),
+                            describe(exc))
 
     async def _deliver_one(self, row: Notification) -> outbox.Result:
         assert row.id is not None
         raw, subject = row.raw, row.subject
+        result = functools.partial(outbox.Result, row.id, raw=raw, subject=subject,
+                                   sender=self.sender_id)
         try:
             if raw is None:
                 try:
                     raw, subject = self.compose(row)
                 except ValueError as exc:  # an address or ID that can never be written safely
-                    raise PermanentFailure(f"cannot write the mail: {exc}") from exc
+                    raise PermanentFailure(f"cannot write the mail: {exc}", "unwritable") from exc
+                result = functools.partial(result, raw=raw, subject=subject)
             await self._send(raw, row)
         except PermanentFailure as exc:
             log.warning("notification %s to %s refused for good: %s", row.id, row.recipient, exc)
-            return outbox.Result(row.id, "failed", raw, subject, str(exc))
+            return result(state="failed", error=str(exc), failure=exc.kind,
+                          failing_since=row.failing_since, at=self.clock())
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            if row.attempts >= MAX_ATTEMPTS:
-                log.error("notification %s gave up after %d attempts: %s", row.id, row.attempts,
-                          reason)
-                return outbox.Result(row.id, "failed", raw, subject, reason)
-            delay = min(BASE_DELAY * 2 ** (row.attempts - 1), MAX_DELAY)
-            log.info("notification %s will retry in %s: %s", row.id, delay, reason)
-            # The bytes are kept, so the retry sends exactly the same mail (same Message-ID).
-            return outbox.Result(row.id, "queued", raw, subject, reason, utcnow() + delay)
+            return self._temporary_failure(row, exc, result)
+        self.relay_outage.recovered()
         log.info("notification %s %s %s delivered to %s", row.id, row.event, row.message_id,
                  row.recipient)
-        return outbox.Result(row.id, "sent", raw, subject)
+        return result(state="sent", at=self.clock())
+
+    def _temporary_failure(self, row: Notification, exc: Exception,
+                           result: Callable[..., outbox.Result]) -> outbox.Result:
+        """Retried with backoff (30 s doubling, at most an hour apart) until it has been failing
+        for the retry time; only then failed, as expired, for `helpdesk outbox retry`."""
+        now = self.clock()
+        reason = describe(exc)
+        if self.relay is not None and is_unavailable(exc):
+            self.relay_outage.failed(exc, f"{self.relay.host}:{self.relay.port}")
+        since = row.failing_since or now
+        if now - since >= self.retry_for:
+            days = self.retry_for / timedelta(days=1)
+            log.error("notification %s to %s given up after %g day(s) of temporary failures: "
+                      "%s (helpdesk outbox retry sends it again)", row.id, row.recipient, days,
+                      reason)
+            return result(state="failed", error=f"still failing after {days:g} day(s): {reason}",
+                          failure="expired", failing_since=since, at=now)
+        delay = min(BASE_DELAY * 2 ** max(row.attempts - 1, 0), MAX_DELAY)
+        log.info("notification %s will retry in %s: %s", row.id, delay, reason)
+        # The bytes are kept, so the retry sends exactly the same mail (same Message-ID).
+        return result(state="queued", error=reason, retry_at=now + delay, failing_since=since,
+                      at=now)
 
     def compose(self, row: Notification) -> tuple[bytes, str]:
         """Render the mail of a notification from its template and recorded context: its bytes

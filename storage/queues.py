@@ -1,0 +1,56 @@
+"""What waits in the two queues (inbound mail, outbox notifications): counts by state, and what
+has been waiting on temporary errors for a while, for the operator's commands and warnings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_
+from sqlalchemy.engine import Engine
+from sqlmodel import col, select
+
+from storage.db import transaction
+from storage.models import InboundMessage, Notification, utcnow
+
+Queue = type[InboundMessage] | type[Notification]
+
+
+def _error(queue: Queue) -> Any:
+    return queue.error if queue is InboundMessage else queue.last_error  # type: ignore[union-attr]
+
+
+@dataclass(frozen=True)
+class Stuck:
+    """Work waiting on temporary errors for a while: how much, since when, the newest reason."""
+
+    count: int
+    oldest: datetime | None
+    last_error: str | None
+
+
+def stuck(engine: Engine, queue: Queue, failing_for: timedelta,
+          now: datetime | None = None) -> Stuck:
+    """Rows still retried after failing for longer than ``failing_for``."""
+    since = (now or utcnow()) - failing_for
+    waiting = and_(col(queue.state) == "queued", col(queue.failing_since) < since)
+    with transaction(engine, write=False) as session:
+        count, oldest = session.exec(
+            select(func.count(), func.min(queue.failing_since)).where(waiting)).one()
+        error = session.exec(select(_error(queue)).where(waiting)
+                             .order_by(col(queue.failing_since).desc()).limit(1)).first()
+    return Stuck(count, oldest, error)
+
+
+def overview(engine: Engine, queue: Queue, limit: int = 50) -> tuple[dict[str, int], list[Any]]:
+    """How many rows there are in each state, and the newest ones in trouble: waiting after
+    temporary errors, or failed."""
+    trouble = or_(col(queue.state) == "failed",
+                  and_(col(queue.state) == "queued", col(queue.failing_since).is_not(None)))
+    with transaction(engine, write=False) as session:
+        counts = dict(session.exec(select(queue.state, func.count())
+                                   .group_by(col(queue.state))).all())
+        rows = list(session.exec(select(queue).where(trouble)
+                                 .order_by(col(queue.id).desc()).limit(limit)).all())
+    return counts, rows
