@@ -59,9 +59,9 @@ def run_ingest(settings: Settings, signals: Signals, slot: int, worker_id: str,
         seen = signals.wake.value
         try:
             leased = ingestor.lease(BATCH)
-        except Exception as exc:  # the database is away: wait, then try again
-            _failed("could not lease queued mail", exc)
-            time.sleep(pause.next())
+        except Exception as exc:  # the database is away: wait, then try again (sooner if a
+            _failed("could not lease queued mail", exc)  # channel stored a mail: it is back)
+            wait_for_change(signals.wake, seen, pause.next())
             continue
         pause.reset()
         if not leased:
@@ -100,9 +100,9 @@ def run_sender(settings: Settings, signals: Signals, slot: int, sender_id: str,
             seen = signals.applied.value
             try:
                 sent = await sender.deliver_due()
-            except Exception as exc:
-                _failed("could not claim notifications", exc)
-                await asyncio.sleep(pause.next())
+            except Exception as exc:  # the database is away: wait, then try again (sooner if
+                _failed("could not claim notifications", exc)  # a worker applied mail)
+                await asyncio.to_thread(wait_for_change, signals.applied, seen, pause.next())
                 continue
             pause.reset()
             if not sent:

@@ -17,12 +17,13 @@ HELPDESK = str(Path(sys.executable).parent / "helpdesk")
 class GatewayProcess:
     def __init__(self, db_url: str, var_dir: Path, **env: str) -> None:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("HELPDESK_")}
-        self.env.update(HELPDESK_DATABASE_URL=db_url, HELPDESK_VAR_DIR=str(var_dir),
-                        HELPDESK_SECRET_KEY="process-test-key", HELPDESK_SMTP_PORT="0",
-                        HELPDESK_WEB_PORT="0", HELPDESK_WORKER_POLL_SECONDS="0.2", **env)
+        self.env.update({"HELPDESK_DATABASE_URL": db_url, "HELPDESK_VAR_DIR": str(var_dir),
+                         "HELPDESK_SECRET_KEY": "process-test-key", "HELPDESK_SMTP_PORT": "0",
+                         "HELPDESK_WEB_PORT": "0", "HELPDESK_WORKER_POLL_SECONDS": "0.2", **env})
         self.lines: list[str] = []
         self.proc: subprocess.Popen[str] | None = None
         self.smtp_port = 0
+        self.web_port = 0
 
     def start(self, timeout: float = 30) -> GatewayProcess:
         self.proc = subprocess.Popen([HELPDESK, "serve"], env=self.env, text=True,
@@ -32,10 +33,12 @@ class GatewayProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for line in list(self.lines):
-                found = re.search(r"SMTP\s+\S+:(\d+)", line)
-                if found:
+                if found := re.search(r"SMTP\s+\S+:(\d+)", line):
                     self.smtp_port = int(found.group(1))
-                    return self
+                if found := re.search(r"web\s+http://\S+:(\d+)/", line):
+                    self.web_port = int(found.group(1))
+            if self.smtp_port and self.web_port:
+                return self
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
@@ -51,6 +54,14 @@ class GatewayProcess:
         """Queue ids this process's ingest worker finished (from its log)."""
         return {int(m.group(1)) for line in self.lines
                 if (m := re.search(r"gateway\.ingest: inbound (\d+) (?!retry)", line))}
+
+    def pids(self, part: str) -> list[int]:
+        """The process ids a worker part had, oldest first ("ingest worker 0", "sender")."""
+        pattern = re.compile(rf"gateway\.worker: {re.escape(part)} started \(pid (\d+)\)")
+        return [int(m.group(1)) for line in self.lines if (m := pattern.search(line))]
+
+    def log(self) -> str:
+        return "".join(self.lines)
 
     def kill(self) -> None:
         """SIGKILL: no clean-up at all, as in a crash or an OOM kill."""

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import threading
 from datetime import timedelta
 
 import pytest
+from aiosmtpd.controller import Controller
+from click.testing import CliRunner
 from sqlmodel import Session, select
 
+from gateway.cli import main
 from gateway.service import build
 from storage import inbound
 from storage.models import Notification, utcnow
-from tests.conftest import deliver, load_mail, parse_mail
+from tests.conftest import deliver, free_port, load_mail, parse_mail, wait_for
 
 
-def queue_received(parts, name: str = "outlook-new-request-es.eml") -> Notification:
+def queue_received(parts, name: str = "outlook-new-request-es.eml", nth: int = 0) -> Notification:
+    """Ingest a new request; its "received" notification (the ``nth`` queued so far)."""
     queue_id = inbound.enqueue(parts.engine, parts.blobs, load_mail(name), channel="file")
     assert parts.ingestor.process_next(queue_id).outcome == "created"
     with Session(parts.engine) as session:
-        return session.exec(select(Notification)).one()
+        return session.exec(select(Notification).order_by(Notification.id)).all()[nth]
 
 
 def reload(parts, notification_id: int) -> Notification:
@@ -185,3 +191,102 @@ def test_a_batch_through_the_relay_records_each_mail_as_sent(relayed, smtp_sink)
         assert mail["Subject"] == row.subject
         assert mail["To"].addresses[0].addr_spec == row.recipient
         assert mail["Content-Language"] == row.language
+
+
+class FakeClock:
+    def __init__(self, now) -> None:
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def test_long_relay_outage_is_retried_for_days_then_kept_for_a_command(relayed, smtp_sink,
+                                                                        settings):
+    # The relay answers 421 for days (a fake clock jumps from one attempt to the next): the
+    # notification is tried again 30 s, 1 min, 2 min ... at most an hour apart and stays queued
+    # for the whole retry time (HELPDESK_OUTBOX_RETRY_DAYS, 5); only then is it failed, as
+    # expired, with the relay's words. `helpdesk outbox retry` sends it again.
+    sink, _port = smtp_sink
+    sink.refuse = "421 4.3.2 Service not available, closing transmission channel"
+    note = queue_received(relayed)
+    clock = relayed.sender.clock = FakeClock(utcnow())
+    start, waits = clock.now, []
+    while (row := reload(relayed, note.id)).state == "queued":
+        if row.attempts:
+            waits.append((row.next_attempt_at - clock.now).total_seconds())
+            clock.now = row.next_attempt_at
+        assert deliver(relayed) == 1
+        assert len(waits) < 500
+    assert waits[:5] == [30, 60, 120, 240, 480] and max(waits) == 3600
+    assert (row.state, row.failure) == ("failed", "expired")
+    assert "still failing after 5 day(s)" in row.last_error and "421" in row.last_error
+    assert timedelta(days=5) <= clock.now - start < timedelta(days=5, hours=1)
+    assert row.attempts == len(waits) + 1 and sink.messages == []
+
+    sink.refuse = None
+    relayed.sender.clock = utcnow
+    result = CliRunner().invoke(main, ["outbox", "retry"],
+                                env={"HELPDESK_DATABASE_URL": settings.database_url,
+                                     "HELPDESK_VAR_DIR": str(settings.var_dir)})
+    assert result.exit_code == 0 and "1 notification(s) queued again" in result.output
+    assert deliver(relayed) == 1
+    final = reload(relayed, note.id)
+    assert (final.state, final.failure, final.attempts) == ("sent", None, 1)
+    assert [parse_mail(raw)["Message-ID"] for _f, _t, raw in sink.messages] == [note.message_id]
+
+
+def test_outbox_retry_leaves_refusals_alone_unless_named_or_asked(relayed, smtp_sink, settings):
+    # A 550 is final: `outbox retry` alone does not send it again; `--refused`, or its id, does.
+    sink, _port = smtp_sink
+    note = queue_received(relayed)
+    sink.refuse = "550 5.1.1 User unknown"
+    deliver(relayed)
+    env = {"HELPDESK_DATABASE_URL": settings.database_url,
+           "HELPDESK_VAR_DIR": str(settings.var_dir)}
+    assert "0 notification(s)" in CliRunner().invoke(main, ["outbox", "retry"], env=env).output
+    status = CliRunner().invoke(main, ["outbox", "status"], env=env).output
+    assert "failed: 1" in status and f"{note.id}  received to" in status and "refused" in status
+    assert reload(relayed, note.id).state == "failed"
+    assert "1 notification(s)" in CliRunner().invoke(main, ["outbox", "retry", str(note.id)],
+                                                     env=env).output
+    sink.refuse = None
+    deliver(relayed)
+    assert reload(relayed, note.id).state == "sent"
+
+
+class HoldingRelay:
+    """Accepts mail at once, except mail to ``held`` which waits until released."""
+
+    def __init__(self, held: str) -> None:
+        self.held = held
+        self.release = threading.Event()
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        if self.held in envelope.rcpt_tos:
+            await asyncio.to_thread(self.release.wait, 30)
+        return "250 2.0.0 OK"
+
+
+def test_each_delivery_is_recorded_as_soon_as_the_relay_accepts_it(settings, directory):
+    # Two notifications go out together; the relay accepts María's at once and holds Lucía's:
+    # María's is recorded as sent while Lucía's is still on its way, so a crash now could not
+    # send María's again.
+    relay = HoldingRelay("lucia.martin@clinicadental-sur.com")
+    controller = Controller(relay, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        parts = build(dataclasses.replace(settings, relay_host="127.0.0.1",
+                                          relay_port=controller.port), directory)
+        maria = queue_received(parts, "outlook-new-request-es.eml")
+        lucia = queue_received(parts, "thunderbird-exe-and-pdf-en.eml", nth=1)
+        sending = threading.Thread(target=deliver, args=(parts,))
+        sending.start()
+        wait_for(lambda: reload(parts, maria.id).state == "sent", timeout=30)
+        assert reload(parts, lucia.id).state == "sending"
+        relay.release.set()
+        sending.join(30)
+        assert reload(parts, lucia.id).state == "sent"
+    finally:
+        relay.release.set()
+        controller.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -10,19 +11,20 @@ from gateway.links import BadLink
 from storage.db import transaction
 from web import csrf
 from web.auth import current_contact
+from web.forms import posted
 from web.pages import link_refusal
 
 
-async def forgot_page(request: Request) -> Response:
+def forgot_page(request: Request) -> Response:
     current_contact(request)
     return request.app.state.pages.render(request, "password_forgot.html", {"state": "ask"})
 
 
-async def forgot_submit(request: Request) -> Response:
+@posted
+def forgot_submit(request: Request, form: FormData) -> Response:
     """The same answer whether or not the code and CIF match, so the form tells nobody which
     client codes exist; throttled per address, matched or not."""
     current_contact(request)
-    form = await request.form()
     code = str(form.get("code", "")).strip()[:32]
     tax_id = str(form.get("tax_id", "")).strip()[:32]
     pages, throttle = request.app.state.pages, request.app.state.forgot_throttle
@@ -48,7 +50,7 @@ async def forgot_submit(request: Request) -> Response:
     return pages.render(request, "password_forgot.html", {"state": "sent"})
 
 
-async def set_page(request: Request) -> Response:
+def set_page(request: Request) -> Response:
     current_contact(request)
     token = request.path_params["token"]
     with transaction(request.app.state.engine) as session:
@@ -59,10 +61,10 @@ async def set_page(request: Request) -> Response:
     return _form(request, token, contact.email, contact.language)
 
 
-async def set_submit(request: Request) -> Response:
+@posted
+def set_submit(request: Request, form: FormData) -> Response:
     current_contact(request)
     token = request.path_params["token"]
-    form = await request.form()
     password = str(form.get("password", ""))
     repeated = str(form.get("password_repeat", ""))
     with transaction(request.app.state.engine) as session:

@@ -32,7 +32,7 @@ async def home(request: Request) -> Response:
     return RedirectResponse("/tickets", status_code=303)
 
 
-async def not_found(request: Request, exc: Exception) -> Response:
+def not_found(request: Request, exc: Exception) -> Response:  # plain def: it reads the database
     auth.current_contact(request)
     return request.app.state.pages.render(request, "error.html", {"error": "not_found"}, 404)
 

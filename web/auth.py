@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlmodel import Session
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -10,6 +11,7 @@ from storage.models import Contact
 from storage.passwords import verify_password
 from storage.tickets import contact_by_email, unrated_count
 from web import csrf
+from web.forms import posted
 
 REMEMBER_COOKIE = "remembered_email"
 REMEMBER_SECONDS = 180 * 24 * 3600
@@ -30,7 +32,7 @@ def current_contact(request: Request) -> Contact | None:
     return contact
 
 
-async def login_page(request: Request) -> Response:
+def login_page(request: Request) -> Response:
     if current_contact(request) is not None:
         return RedirectResponse("/tickets", status_code=303)
     email = request.cookies.get(REMEMBER_COOKIE, "")
@@ -39,8 +41,8 @@ async def login_page(request: Request) -> Response:
     )
 
 
-async def login_submit(request: Request) -> Response:
-    form = await request.form()
+@posted
+def login_submit(request: Request, form: FormData) -> Response:
     email = str(form.get("email", "")).strip().lower()
     password = str(form.get("password", ""))
     remember = form.get("remember") == "on"
@@ -79,8 +81,8 @@ async def login_submit(request: Request) -> Response:
     return response
 
 
-async def logout(request: Request) -> Response:
-    form = await request.form()
+@posted
+def logout(request: Request, form: FormData) -> Response:
     if csrf.valid(request, form.get(csrf.FIELD)):
         request.session.clear()
     return RedirectResponse("/login", status_code=303)

@@ -23,11 +23,12 @@ from storage.models import Contact, Ticket
 from storage.tickets import ticket_by_number
 from web import csrf
 from web.auth import current_contact
+from web.forms import posted
 from web.pages import link_refusal
 
 log = logging.getLogger("gateway.web.ratings")
 
-async def link_page(request: Request) -> Response:
+def link_page(request: Request) -> Response:
     """GET/HEAD of a star link: show the choice; the page posts it unless this is a burst."""
     token = request.path_params["token"]
     with transaction(request.app.state.engine) as session:
@@ -45,10 +46,10 @@ async def link_page(request: Request) -> Response:
                  stars=choice.stars)
 
 
-async def link_submit(request: Request) -> Response:
+@posted
+def link_submit(request: Request, form: FormData) -> Response:
     """POST from the star-link page: record the rating (or the change, or the comment)."""
     token = request.path_params["token"]
-    form = await request.form()
     with transaction(request.app.state.engine) as session:
         try:
             choice, ticket, contact = _checked(request, session, token)
@@ -69,13 +70,13 @@ async def link_submit(request: Request) -> Response:
     return _page(request, "thanks", ticket, contact, token)
 
 
-async def ticket_submit(request: Request) -> Response:
+@posted
+def ticket_submit(request: Request, form: FormData) -> Response:
     """POST of the "Rate" form on the ticket page, by a contact of the ticket's organization."""
     contact = current_contact(request)
     if contact is None:
         return RedirectResponse("/login", status_code=303)
     number = request.path_params["number"]
-    form = await request.form()
     with transaction(request.app.state.engine) as session:
         ticket = ticket_by_number(session, number)
         if ticket is None or ticket.organization_id != contact.organization_id:

@@ -14,7 +14,7 @@ from web.auth import RATING_REMINDER, current_contact
 GROUPS = ("open", "completed", "to_rate")
 
 
-async def list_page(request: Request) -> Response:
+def list_page(request: Request) -> Response:
     contact = current_contact(request)
     if contact is None:
         return RedirectResponse("/login", status_code=303)
@@ -30,7 +30,7 @@ async def list_page(request: Request) -> Response:
     )
 
 
-async def detail_page(request: Request) -> Response:
+def detail_page(request: Request) -> Response:
     contact = current_contact(request)
     if contact is None:
         return RedirectResponse("/login", status_code=303)

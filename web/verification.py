@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from sqlmodel import Session
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -19,11 +20,12 @@ from storage.db import transaction
 from storage.models import Contact, Organization, Ticket, VerificationRequest
 from web import csrf
 from web.auth import current_contact
+from web.forms import posted
 from web.pages import link_refusal
 
 log = logging.getLogger("gateway.web.verification")
 
-async def link_page(request: Request) -> Response:
+def link_page(request: Request) -> Response:
     current_contact(request)
     token = request.path_params["token"]
     with Session(request.app.state.engine) as session:  # reading only: a GET decides nothing
@@ -35,10 +37,10 @@ async def link_page(request: Request) -> Response:
         return _page(request, session, state, choice, pending, manager, token)
 
 
-async def link_submit(request: Request) -> Response:
+@posted
+def link_submit(request: Request, form: FormData) -> Response:
     current_contact(request)
     token = request.path_params["token"]
-    form = await request.form()
     with transaction(request.app.state.engine) as session:
         try:
             choice, pending, manager = _checked(request, session, token)

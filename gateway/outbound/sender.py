@@ -170,7 +170,8 @@ class Sender:
                       reason)
             return result(state="failed", error=f"still failing after {days:g} day(s): {reason}",
                           failure="expired", failing_since=since, at=now)
-        delay = min(BASE_DELAY * 2 ** max(row.attempts - 1, 0), MAX_DELAY)
+        doublings = min(max(row.attempts - 1, 0), 20)  # far past MAX_DELAY; no overflow
+        delay = min(BASE_DELAY * 2**doublings, MAX_DELAY)
         log.info("notification %s will retry in %s: %s", row.id, delay, reason)
         # The bytes are kept, so the retry sends exactly the same mail (same Message-ID).
         return result(state="queued", error=reason, retry_at=now + delay, failing_since=since,
