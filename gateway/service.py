@@ -110,7 +110,7 @@ class Service:
         self._imap: list[ImapPoller] = []
         count = settings.ingest_processes
         context = multiprocessing.get_context("spawn")
-        self.signals = Signals(context.Event(), context.RawValue("Q", 0),
+        self.signals = Signals(context.RawValue("b", 0), context.RawValue("Q", 0),
                                context.RawValue("Q", 0), context.RawArray("b", count + 1))
 
     async def start(self) -> None:
@@ -138,6 +138,7 @@ class Service:
             await asyncio.sleep(0.01)
             if self._web_task.done():
                 self._web_task.result()  # surface why the web server could not start
+        self._web_task.add_done_callback(self._web_ended)
         self._tasks = [TaskPart("housekeeping", self._housekeeping_loop)]
         # One thread per IMAP mailbox; a stored mail wakes the ingest workers as SMTP does.
         self._imap = [
@@ -181,7 +182,7 @@ class Service:
         if self._smtp is not None:
             self._smtp.close()
             await self._smtp.wait_closed()
-        self.signals.stop.set()
+        self.signals.stop.value = 1
         deadline = time.monotonic() + 15
         await asyncio.gather(*(asyncio.to_thread(w.stop, deadline) for w in self.workers))
         if self._web is not None:
@@ -192,6 +193,13 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._web_task
         self.parts.engine.dispose()
+
+    def _web_ended(self, task: asyncio.Task[None]) -> None:
+        """The web site is not restarted (its socket goes with it), but never ends unnoticed."""
+        if self._web is not None and not self._web.should_exit:
+            reason = "cancelled" if task.cancelled() else repr(task.exception() or "returned")
+            log.critical("the web site stopped (%s); mail is still accepted and processed, "
+                         "restart the gateway to serve pages again", reason)
 
     async def _store(self, raw: bytes, mail_from: str, rcpt_tos: tuple[str, ...],
                      peer: str) -> int:

@@ -134,7 +134,7 @@ class Supervisor:
             "alive": w.restart_at is None and w.part.alive(),
             "restarts": w.restarts,
             "recent_deaths": self._recent(w, now),
-            "failing": self._recent(w, now) >= self.policy.failing_after,
+            "failing": w.reported,  # from "keeps dying" until it stayed up a whole window
             "last_exit": w.last_exit or None,
         } for w in self._watches]
 

@@ -19,7 +19,6 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.synchronize import Event
 from typing import Any
 
 from gateway.inbound.ingest import new_worker_id
@@ -55,7 +54,7 @@ def run_ingest(settings: Settings, signals: Signals, slot: int, worker_id: str,
     ingestor.worker_id = worker_id
     signals.ready[slot] = 1
     pause = Pause()
-    while not signals.stop.is_set() and os.getppid() == parent_pid:
+    while not signals.stop.value and os.getppid() == parent_pid:
         seen = signals.wake.value
         try:
             leased = ingestor.lease(BATCH)
@@ -96,7 +95,7 @@ def run_sender(settings: Settings, signals: Signals, slot: int, sender_id: str,
 
     async def loop() -> None:
         pause = Pause()
-        while not signals.stop.is_set() and os.getppid() == parent_pid:
+        while not signals.stop.value and os.getppid() == parent_pid:
             seen = signals.applied.value
             try:
                 sent = await sender.deliver_due()
@@ -148,11 +147,11 @@ class Pause:
 class Signals:
     """What the gateway process and its workers tell each other.
 
-    Shared counters, polled, rather than multiprocessing Events: an Event's set() waits for
-    every sleeping waiter to wake, and a waiter killed in its sleep (SIGKILL of the gateway)
-    would leave the setter blocked for ever, a worker hung or the SMTP server frozen."""
+    Shared values, polled, rather than multiprocessing Events: an Event's set() waits for
+    every sleeping waiter to wake, and a waiter killed in its sleep (SIGKILL of a worker) would
+    leave the setter blocked for ever, a worker hung or the SMTP server frozen."""
 
-    stop: Event  # set by the gateway; workers only look at it, never sleep on it
+    stop: Counter  # 1 once the gateway stops: workers finish what they hold and leave
     wake: Counter  # a channel stored a mail
     applied: Counter  # a worker applied a batch (notifications may be waiting)
     ready: Any  # one flag per worker slot: started and taking work

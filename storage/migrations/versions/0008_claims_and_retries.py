@@ -72,6 +72,7 @@ def _claim_processed_mails() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("inbound_claim")
     with op.batch_alter_table("notification", schema=None) as batch_op:
         batch_op.drop_column("failure")
         batch_op.drop_column("failing_since")
@@ -83,4 +84,3 @@ def downgrade() -> None:
                               unique=False)
         batch_op.drop_column("failing_since")
         batch_op.drop_column("next_attempt_at")
-    op.drop_table("inbound_claim")
