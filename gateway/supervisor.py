@@ -113,8 +113,8 @@ class Supervisor:
             cleaned = await asyncio.to_thread(part.after_death)
         except Exception as exc:  # what it held runs out by itself instead
             cleaned = f"could not clean up after it: {describe(exc)}"
-        log.error("%s died (%s)%s; restarting in %.1f s", part.name, watch.last_exit,
-                  f"; {cleaned}" if cleaned else "", delay)
+        log.error("%s died (%s)%s; restarting in %g s", part.name, watch.last_exit,
+                  f"; {cleaned}" if cleaned else "", round(delay, 2))
         if recent >= policy.failing_after and not watch.reported:
             watch.reported = True
             log.critical("%s keeps dying: %d times in the last %.0f minutes (last: %s); "

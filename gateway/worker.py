@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.inbound.ingest import new_worker_id
 from gateway.inbound.prepare import Prepared
 from gateway.settings import Settings
 from storage.faults import describe, is_temporary
+from storage.queues import new_holder
 
 log = logging.getLogger("gateway.worker")
 
@@ -194,7 +194,7 @@ class WorkerProcess:
         return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
-        self.holder = new_worker_id(self.role)
+        self.holder = new_holder(self.role)
         self._signals.ready[self._slot] = 0
         self._process = self._context.Process(
             target=self._target, name=self.name, daemon=True,

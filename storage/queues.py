@@ -1,8 +1,12 @@
-"""What waits in the two queues (inbound mail, outbox notifications): counts by state, and what
-has been waiting on temporary errors for a while, for the operator's commands and warnings."""
+"""What the two queues (inbound mail, outbox notifications) share: the names of who holds their
+rows, counts by state, and what has been waiting on temporary errors for a while (for the
+operator's commands and warnings)."""
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,6 +19,12 @@ from storage.db import transaction
 from storage.models import InboundMessage, Notification, utcnow
 
 Queue = type[InboundMessage] | type[Notification]
+
+
+def new_holder(role: str) -> str:
+    """A name for one holder of leases or claims: host, process, role, and a random part, so
+    that what a dead holder held can be told from what its successor holds."""
+    return f"{socket.gethostname()}:{os.getpid()}:{role}:{uuid.uuid4().hex[:8]}"
 
 
 def _error(queue: Queue) -> Any:

@@ -8,10 +8,12 @@ missing real part fails the test instead of skipping it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import shutil
 import socket
+import sqlite3
 import threading
 import time
 import uuid
@@ -175,6 +177,24 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextlib.contextmanager
+def held(db_url: str, postgresql_lock: str) -> Iterator[object]:
+    """Another connection in the way while this lasts: on SQLite it holds the write lock, on
+    PostgreSQL it runs ``postgresql_lock`` (a LOCK or a SELECT ... FOR UPDATE) in an open
+    transaction. Yields that connection."""
+    if db_url.startswith("sqlite"):
+        holder = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+    else:
+        holder = psycopg.connect(db_url.replace("postgresql+psycopg", "postgresql"))
+        holder.execute(postgresql_lock)
+    try:
+        yield holder
+    finally:
+        holder.rollback()
+        holder.close()
+
+
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     """An engine on the test's migrated database."""
@@ -332,8 +352,13 @@ def dovecot(request: pytest.FixtureRequest):
         server.stop()
 
 
-def deliver(parts) -> int:
-    """Run the outbox sender once, on an event loop of its own thread: the main thread may hold
-    Playwright's loop (the session-wide browser), where asyncio.run cannot start another."""
+def run_async(coroutine, timeout: float = 120):
+    """Run a coroutine on an event loop of its own thread: the main thread may hold Playwright's
+    loop (the session-wide browser), where asyncio.run cannot start another."""
     with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, parts.sender.deliver_due()).result(120)
+        return pool.submit(asyncio.run, coroutine).result(timeout)
+
+
+def deliver(parts) -> int:
+    """Run the outbox sender once."""
+    return run_async(parts.sender.deliver_due())

@@ -6,7 +6,6 @@ from __future__ import annotations
 import smtplib
 import sqlite3
 import threading
-from contextlib import contextmanager
 
 import psycopg
 from sqlalchemy import func
@@ -15,7 +14,7 @@ from sqlmodel import Session, col, select
 from gateway.inbound.ingest import Ingestor
 from storage import inbound
 from storage.models import InboundMessage, Ticket
-from tests.conftest import load_mail, wait_for
+from tests.conftest import held, load_mail, wait_for
 from tests.gateway_process import GatewayProcess
 from tests.test_process_safety import all_done, messages_per_id, request_mail
 
@@ -26,20 +25,9 @@ def relayed_copy(raw: bytes, hop: str) -> bytes:
             .encode() + raw)
 
 
-@contextmanager
 def ticket_numbers_held(db_url: str):
-    """No ticket can be numbered while this lasts (the counter row, or SQLite's write lock)."""
-    if db_url.startswith("sqlite"):
-        holder = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
-        holder.execute("BEGIN IMMEDIATE")
-    else:
-        holder = psycopg.connect(db_url.replace("postgresql+psycopg", "postgresql"))
-        holder.execute("SELECT value FROM counter WHERE name = 'ticket' FOR UPDATE")
-    try:
-        yield holder
-    finally:
-        holder.rollback()
-        holder.close()
+    """No ticket can be numbered while this lasts."""
+    return held(db_url, "SELECT value FROM counter WHERE name = 'ticket' FOR UPDATE")
 
 
 def waiting_on_locks(holder, count: int) -> bool:

@@ -25,14 +25,18 @@ from tests.gateway_process import HELPDESK, GatewayProcess
 FAST = {"HELPDESK_FLOOD_LIMIT": "0", "HELPDESK_LEASE_SECONDS": "2"}
 
 
-def request_mail(n: int, tag: str) -> bytes:
+def request_message(n: int, tag: str) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = "María García <maria.garcia@ferreteria-lopez.es>"
     msg["To"] = "soporte@example.com"
     msg["Subject"] = f"Consulta {tag} número {n}"
     msg["Message-ID"] = f"<{tag}-{n}@ferreteria-lopez.es>"
     msg.set_content(f"Hola,\n\nEsta es la consulta {n} de la prueba {tag}.\n\nGracias")
-    return msg.as_bytes()
+    return msg
+
+
+def request_mail(n: int, tag: str) -> bytes:
+    return request_message(n, tag).as_bytes()
 
 
 def all_done(engine, expected: int) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import threading
 from datetime import timedelta
 
@@ -13,7 +14,7 @@ from click.testing import CliRunner
 from sqlmodel import Session, select
 
 from gateway.cli import main
-from gateway.service import build
+from gateway.service import build, report_stuck
 from storage import inbound
 from storage.models import Notification, utcnow
 from tests.conftest import deliver, free_port, load_mail, parse_mail, wait_for
@@ -290,3 +291,24 @@ def test_each_delivery_is_recorded_as_soon_as_the_relay_accepts_it(settings, dir
     finally:
         relay.release.set()
         controller.stop()
+
+
+def test_housekeeping_warns_of_mail_stuck_on_temporary_failures(relayed, smtp_sink, settings,
+                                                                 caplog):
+    # A notification the relay has refused with 4xx for two hours is named by housekeeping's
+    # warning (how many, since when, the last error); one failing for minutes is not yet.
+    sink, _port = smtp_sink
+    sink.refuse = "451 4.3.0 Mailbox temporarily unavailable"
+    note = queue_received(relayed)
+    deliver(relayed)
+    caplog.set_level(logging.WARNING, logger="gateway.service")
+    report_stuck(relayed.engine, settings)
+    assert "undelivered" not in caplog.text
+    with Session(relayed.engine) as session:
+        row = session.get(Notification, note.id)
+        row.failing_since = utcnow() - timedelta(hours=2)
+        session.add(row)
+        session.commit()
+    report_stuck(relayed.engine, settings)
+    assert "1 notification(s) undelivered after temporary errors for over 1:00:00" in caplog.text
+    assert "451" in caplog.text and "helpdesk outbox status" in caplog.text

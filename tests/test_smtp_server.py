@@ -6,19 +6,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import smtplib
-import sqlite3
 import threading
 import time
-from contextlib import contextmanager
 
-import psycopg
 import pytest
 from sqlalchemy import make_url, text
 from sqlmodel import Session, select
 
 from storage.blobs import BlobStore
 from storage.models import InboundMessage
-from tests.conftest import RunningService, load_mail, wait_for
+from tests.conftest import RunningService, held, load_mail, wait_for
 from tests.tcp_proxy import TcpProxy
 
 
@@ -80,21 +77,9 @@ def test_database_unavailable_answers_451_so_the_client_retries(gateway):
     assert refused.value.smtp_code == 451
 
 
-@contextmanager
 def queue_held(db_url: str):
-    """While this lasts the inbound queue cannot be written: another connection holds SQLite's
-    write lock, or, on PostgreSQL, a lock on the queue table."""
-    if db_url.startswith("sqlite"):
-        holder = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
-        holder.execute("BEGIN IMMEDIATE")
-    else:
-        holder = psycopg.connect(db_url.replace("postgresql+psycopg", "postgresql"))
-        holder.execute("LOCK TABLE inbound_message IN ACCESS EXCLUSIVE MODE")
-    try:
-        yield
-    finally:
-        holder.rollback()
-        holder.close()
+    """While this lasts the inbound queue cannot be written."""
+    return held(db_url, "LOCK TABLE inbound_message IN ACCESS EXCLUSIVE MODE")
 
 
 def send_in_thread(port: int, raw: bytes, timeout: float, results: dict, key: str):

@@ -12,7 +12,6 @@ import smtplib
 import subprocess
 import time
 from datetime import timedelta
-from email.message import EmailMessage
 
 import httpx
 import pytest
@@ -25,17 +24,13 @@ from storage.models import Attachment, InboundMessage, utcnow
 from tests.conftest import PASSWORD, RunningService, missing_part, wait_for
 from tests.gateway_process import GatewayProcess
 from tests.tcp_proxy import TcpProxy
+from tests.test_process_safety import request_message
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 def mail_with_pdf(n: int, size: int = 300_000) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = "María García <maria.garcia@ferreteria-lopez.es>"
-    msg["To"] = "soporte@example.com"
-    msg["Subject"] = f"Factura {n} adjunta"
-    msg["Message-ID"] = f"<disk-{n}@ferreteria-lopez.es>"
-    msg.set_content(f"Os envío la factura {n}.")
+    msg = request_message(n, "disk")
     pdf = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n" + os.urandom(size) + b"\n%%EOF\n"
     msg.add_attachment(pdf, maintype="application", subtype="pdf", filename=f"factura-{n}.pdf")
     return msg.as_bytes(policy=email.policy.SMTP)  # CRLF line ends, as on the wire

@@ -10,9 +10,6 @@ kept as failed with its error (``helpdesk inbound retry`` queues it again).
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -31,6 +28,7 @@ from storage.blobs import BlobStore
 from storage.db import transaction
 from storage.faults import describe, is_temporary
 from storage.models import Attachment, Contact, InboundMessage, Message, Ticket, utcnow
+from storage.queues import new_holder
 from storage.tickets import (
     catchall_organization,
     contact_by_email,
@@ -42,11 +40,6 @@ from storage.tickets import (
 )
 
 log = logging.getLogger("gateway.ingest")
-
-
-def new_worker_id(role: str) -> str:
-    """A name for one lease or claim holder: host, process, role, and a random part."""
-    return f"{socket.gethostname()}:{os.getpid()}:{role}:{uuid.uuid4().hex[:8]}"
 
 OUTCOMES = ("created", "threaded", "duplicate", "autoreply", "bounce", "held", "rejected",
             "failed")
@@ -107,7 +100,7 @@ class Ingestor:
         self.policy = policy
         # Who holds a lease on a queued mail: unique per process and per Ingestor (a worker's
         # supervisor names it, to put its leases back if it dies).
-        self.worker_id = worker_id or new_worker_id("ingest")
+        self.worker_id = worker_id or new_holder("ingest")
 
     def process_next(self, inbound_id: int | None = None) -> Outcome | None:
         """Process the oldest queued mail (or the one named) here and now; None when none is

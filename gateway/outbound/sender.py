@@ -14,9 +14,7 @@ import functools
 import json
 import logging
 import os
-import socket
 import tempfile
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,8 +28,9 @@ from gateway.i18n import pick_language
 from gateway.links import ReplyAddresses
 from gateway.outbound.render import Envelope, Renderer, to_wire
 from storage import outbox
-from storage.faults import Outage, describe, is_unavailable
+from storage.faults import Outage, describe, is_temporary, is_unavailable
 from storage.models import Notification, utcnow
+from storage.queues import new_holder
 
 log = logging.getLogger("gateway.sender")
 
@@ -85,8 +84,7 @@ class Sender:
         self.retry_for = timedelta(days=retry_days)
         # Who holds the claims of this sender: its supervisor names it, to put them back if the
         # sender dies.
-        self.sender_id = sender_id or f"{socket.gethostname()}:{os.getpid()}:sender:" \
-                                      f"{uuid.uuid4().hex[:8]}"
+        self.sender_id = sender_id or new_holder("sender")
         self.clock = clock
         self.relay_outage = Outage("relay")
         self._recorder: GroupCommit[outbox.Result, None] = GroupCommit(
@@ -109,7 +107,7 @@ class Sender:
         async def one(row: Notification) -> None:
             async with lanes:
                 result = await self._deliver_one(row)
-            await self._recorder.record(result)
+            await self._record(result)
             in_flight.discard(row.id)
 
         renewer = asyncio.create_task(self._renew(in_flight))
@@ -118,6 +116,21 @@ class Sender:
         finally:
             renewer.cancel()
         return len(rows)
+
+    async def _record(self, result: outbox.Result) -> None:
+        """Record a delivery; while the database is away, try again for as long as the claim
+        holds: a mail the relay took must not be sent twice for want of one commit."""
+        deadline = asyncio.get_running_loop().time() + outbox.STALE_CLAIM.total_seconds()
+        pause = 0.5
+        while True:
+            try:
+                await self._recorder.record(result)
+                return
+            except Exception as exc:
+                if not is_temporary(exc) or asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 8.0)
 
     async def _renew(self, in_flight: set[int | None]) -> None:
         while True:
