@@ -25,8 +25,7 @@ from gateway.channels.smtp_server import GatewayHandler, bind, start_server
 from gateway.group_commit import GroupCommit
 from gateway.inbound.ingest import Ingestor, Policy
 from gateway.links import RatingLinks, ReplyAddresses
-from gateway.outbound.render import Renderer
-from gateway.outbound.sender import RelayConfig, Sender
+from gateway.outbound.sender import Sender, sender_from_settings
 from gateway.ratings import forget_old_openings, queue_reminders
 from gateway.settings import Settings
 from gateway.supervisor import Supervisor, TaskPart, ThreadPart
@@ -63,13 +62,7 @@ def build(settings: Settings, engine: Engine | None = None) -> Parts:
     workflow = Workflow.from_settings(settings)
     assert workflow.rating_links is not None
     ingestor = Ingestor(engine, blobs, workflow, reply, policy(settings))
-    relay = None
-    if settings.relay_host:
-        relay = RelayConfig(settings.relay_host, settings.relay_port, settings.relay_starttls,
-                            settings.relay_user, str(settings.relay_password))
-    sender = Sender(engine, Renderer(), reply, from_name=settings.from_name,
-                    from_address=settings.support_address, relay=relay,
-                    outbox_dir=settings.outbox_dir, retry_days=settings.outbox_retry_days)
+    sender = sender_from_settings(settings, engine)
     return Parts(settings, engine, blobs, ingestor, sender, workflow, workflow.rating_links)
 
 

@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.inbound.prepare import Prepared
 from gateway.settings import Settings
 from storage.faults import describe, is_temporary
 from storage.queues import new_holder
@@ -34,22 +33,23 @@ BATCH = 8  # small: a lease never waits long, and SQLite's write lock is held on
 OUTAGE_PAUSE = (0.5, 10.0)  # seconds between attempts while the database is away: first, most
 
 
-def _begin(settings: Settings, log_level: int) -> Any:
-    """What every worker process does first: its own logging and signals, its parts built."""
+def _begin(log_level: int) -> None:
+    """What every worker process does first: its own logging and signals."""
     # Ctrl-C reaches the whole process group; the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("gateway").setLevel(log_level)
-    from gateway.service import build  # here: the child imports what it needs after spawn
-
-    return build(settings)
 
 
 def run_ingest(settings: Settings, signals: Signals, slot: int, worker_id: str,
                parent_pid: int, log_level: int) -> None:
     """The body of one ingest worker process."""
-    parts = _begin(settings, log_level)
+    _begin(log_level)
+    from gateway.inbound.prepare import Prepared  # here: the child imports what it needs
+    from gateway.service import build
+
+    parts = build(settings)
     ingestor = parts.ingestor
     ingestor.worker_id = worker_id
     signals.ready[slot] = 1
@@ -87,9 +87,14 @@ def run_ingest(settings: Settings, signals: Signals, slot: int, worker_id: str,
 def run_sender(settings: Settings, signals: Signals, slot: int, sender_id: str,
                parent_pid: int, log_level: int) -> None:
     """The body of the outbox sender process: deliver what is due, woken when an ingest worker
-    applied mail, else every poll."""
-    parts = _begin(settings, log_level)
-    sender = parts.sender
+    applied mail, else every poll. It imports only the outbound side (half the memory of an
+    ingest worker)."""
+    _begin(log_level)
+    from gateway.outbound.sender import sender_from_settings
+    from storage.db import make_engine
+
+    engine = make_engine(settings.database_url)
+    sender = sender_from_settings(settings, engine)
     sender.sender_id = sender_id
     signals.ready[slot] = 1
 
@@ -109,7 +114,7 @@ def run_sender(settings: Settings, signals: Signals, slot: int, sender_id: str,
                                         settings.worker_poll_seconds)
 
     asyncio.run(loop())
-    parts.engine.dispose()
+    engine.dispose()
 
 
 def _failed(what: str, exc: BaseException) -> None:

@@ -27,6 +27,7 @@ from gateway.group_commit import GroupCommit
 from gateway.i18n import pick_language
 from gateway.links import ReplyAddresses
 from gateway.outbound.render import Envelope, Renderer, to_wire
+from gateway.settings import Settings
 from storage import outbox
 from storage.faults import Outage, describe, is_temporary, is_unavailable
 from storage.models import Notification, utcnow
@@ -245,3 +246,16 @@ class Sender:
         with os.fdopen(fd, "wb") as handle:
             handle.write(raw)
         os.replace(tmp, target)
+
+
+def sender_from_settings(settings: Settings, engine: Engine) -> Sender:
+    """The sender the settings describe: the relay if one is set, else the outbox folder."""
+    relay = None
+    if settings.relay_host:
+        relay = RelayConfig(settings.relay_host, settings.relay_port, settings.relay_starttls,
+                            settings.relay_user, str(settings.relay_password))
+    return Sender(engine, Renderer(), ReplyAddresses(str(settings.secret_key),
+                                                     settings.support_address),
+                  from_name=settings.from_name, from_address=settings.support_address,
+                  relay=relay, outbox_dir=settings.outbox_dir,
+                  retry_days=settings.outbox_retry_days)
