@@ -58,8 +58,10 @@ def run_ingest(settings: Settings, signals: Signals, slot: int, worker_id: str,
         seen = signals.wake.value
         try:
             leased = ingestor.lease(BATCH)
-        except Exception as exc:  # the database is away: wait, then try again (sooner if a
-            _failed("could not lease queued mail", exc)  # channel stored a mail: it is back)
+        except Exception as exc:
+            # The database is away: wait, then try again; sooner if a channel could store a
+            # mail meanwhile (the database is back).
+            _failed("could not lease queued mail", exc)
             wait_for_change(signals.wake, seen, pause.next())
             continue
         pause.reset()
@@ -87,8 +89,7 @@ def run_ingest(settings: Settings, signals: Signals, slot: int, worker_id: str,
 def run_sender(settings: Settings, signals: Signals, slot: int, sender_id: str,
                parent_pid: int, log_level: int) -> None:
     """The body of the outbox sender process: deliver what is due, woken when an ingest worker
-    applied mail, else every poll. It imports only the outbound side (half the memory of an
-    ingest worker)."""
+    applied mail, else every poll. It builds only the outbound side."""
     _begin(log_level)
     from gateway.outbound.sender import sender_from_settings
     from storage.db import make_engine
@@ -104,8 +105,10 @@ def run_sender(settings: Settings, signals: Signals, slot: int, sender_id: str,
             seen = signals.applied.value
             try:
                 sent = await sender.deliver_due()
-            except Exception as exc:  # the database is away: wait, then try again (sooner if
-                _failed("could not claim notifications", exc)  # a worker applied mail)
+            except Exception as exc:
+                # The database is away: wait, then try again; sooner if a worker could apply
+                # mail meanwhile.
+                _failed("could not claim notifications", exc)
                 await asyncio.to_thread(wait_for_change, signals.applied, seen, pause.next())
                 continue
             pause.reset()

@@ -1,8 +1,9 @@
 """The SMTP edge (aiosmtpd): check recipients, store the mail durably, then answer 250.
 
 It does as little as possible: no parsing, no ticket logic. A mail is acknowledged only after its
-raw bytes are on disk and its queue row is committed; if that fails, the client gets a 451 and
-retries later (RFC 5321 §4.2.5), so an accepted mail is never lost.
+raw bytes are on disk and its queue row is committed; if that fails, or does not finish within
+HELPDESK_SMTP_STORE_TIMEOUT, the client gets a 451 and retries later (RFC 5321 §4.2.5), so an
+accepted mail is never lost and no client waits for an answer that does not come.
 """
 
 from __future__ import annotations
