@@ -59,7 +59,7 @@ class TcpProxy:
                 if not data:
                     break
                 sink.sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: select() on a socket cut() closed
             pass
         finally:
             for sock in (source, sink):

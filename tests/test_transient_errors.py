@@ -140,7 +140,7 @@ def test_database_outage_is_logged_once_and_pages_and_smtp_say_so(db_url, direct
             for _ in range(8):
                 answers.append(web.post("/login", data=login))
                 time.sleep(0.5)
-            assert {a.status_code for a in answers} == {503}
+            assert {a.status_code for a in answers} == {503}, gateway.log()
             assert "Servicio no disponible" in answers[0].text
             assert answers[0].headers["retry-after"] == "30"
             assert smtp_answer(gateway.smtp_port, 1) == 451
