@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from gateway.accounts import queue_password_link
+from gateway.contacts import TYPES as CONTACT_TYPES
 from gateway.inbound.ingest import RETRY
 from gateway.links import PasswordLinks
 from gateway.outbound import preview
@@ -29,7 +30,13 @@ from storage import inbound, queues
 from storage import outbox as outbox_queue
 from storage.db import transaction
 from storage.demo import seed_if_empty
-from storage.directory import DirectoryError, add_application, add_contact, add_organization
+from storage.directory import (
+    DirectoryError,
+    add_application,
+    add_contact,
+    add_organization,
+    edit_contact,
+)
 from storage.migrate import upgrade
 from storage.models import InboundMessage, Notification
 from storage.tickets import contact_by_email, ticket_by_number
@@ -231,22 +238,68 @@ def contact() -> None:
     """Contacts of organizations."""
 
 
+def _types(value: str | None) -> str | None:
+    """``billing,quotes,technical`` (any of them, any order) as stored, or None if not given."""
+    if value is None:
+        return None
+    wanted = {part.strip().lower() for part in value.split(",") if part.strip()}
+    unknown = wanted - set(CONTACT_TYPES)
+    if unknown or not wanted:
+        raise click.BadParameter(f"give one or more of {', '.join(CONTACT_TYPES)}",
+                                 param_hint="--types")
+    return ",".join(t for t in CONTACT_TYPES if t in wanted)
+
+
 @contact.command("add")
 @click.option("--org", "org_code", required=True, help="Client code of the organization.")
 @click.option("--name", required=True)
 @click.option("--email", required=True)
+@click.option("--role", default="", help="Role in the company (cargo).")
+@click.option("--phone", default="")
+@click.option("--types", default="technical", show_default=True,
+              help="Contact types, comma-separated: billing, quotes, technical.")
 @click.option("--manager", is_flag=True, help="May manage the organization's contacts.")
 @click.option("--language", type=click.Choice(["es", "en"]), default="es")
 @click.option("--password", default=None, help="Web area password (omit: no web login yet).")
 @click.pass_context
-def contact_add(ctx: click.Context, org_code: str, name: str, email: str, manager: bool,
-                language: str, password: str | None) -> None:
+def contact_add(ctx: click.Context, org_code: str, name: str, email: str, role: str, phone: str,
+                types: str, manager: bool, language: str, password: str | None) -> None:
     """Add a verified contact."""
     parts = _parts(ctx)
     with _told(DirectoryError):
         add_contact(parts.engine, organization_code=org_code, name=name, email=email,
-                    password=password, is_manager=manager, language=language)
+                    password=password, is_manager=manager, language=language, role=role,
+                    phone=phone, types=_types(types) or "technical")
     click.echo(f"contact {email.lower()} added to {org_code}")
+
+
+@contact.command("edit")
+@click.argument("email")
+@click.option("--name", default=None)
+@click.option("--new-email", default=None, help="A new address for the contact.")
+@click.option("--role", default=None, help="Role in the company (cargo).")
+@click.option("--phone", default=None)
+@click.option("--types", default=None,
+              help="Contact types, comma-separated: billing, quotes, technical.")
+@click.option("--language", type=click.Choice(["es", "en"]), default=None)
+@click.option("--manager/--no-manager", default=None, help="May manage the contacts.")
+@click.option("--active/--inactive", default=None,
+              help="Inactive: cannot sign in, and their mail is held as a stranger's.")
+@click.pass_context
+def contact_edit(ctx: click.Context, email: str, name: str | None, new_email: str | None,
+                 role: str | None, phone: str | None, types: str | None,
+                 language: str | None, manager: bool | None, active: bool | None) -> None:
+    """Change a contact's details; only the options given change."""
+    changes = {key: value for key, value in {
+        "name": name, "email": new_email, "role": role, "phone": phone, "types": _types(types),
+        "language": language, "is_manager": manager, "active": active}.items()
+        if value is not None}
+    if not changes:
+        raise click.UsageError("nothing to change: give at least one option")
+    parts = _parts(ctx)
+    with _told(DirectoryError):
+        changed = edit_contact(parts.engine, email, **changes)
+    click.echo(f"contact {changed.email} changed: {', '.join(sorted(changes))}")
 
 
 @contact.command("invite")

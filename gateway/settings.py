@@ -78,6 +78,9 @@ class Settings:
     smtp_store_timeout: float = 30.0
     inbound_retry_days: float = 5.0
     outbox_retry_days: float = 5.0
+    company_name: str = "Soporte"
+    logo_url: str = "/static/logo.svg"
+    privacy_url: str = "/privacy"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -105,7 +108,8 @@ class Settings:
             relay_user=get("RELAY_USER", ""),
             relay_password=Secret(get("RELAY_PASSWORD", "")),
             secret_key=Secret(get("SECRET_KEY", "") or _stored_secret(var_dir)),
-            public_url=get("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
+            public_url=get("PUBLIC_URL", _local_url(get("WEB_HOST", "127.0.0.1"),
+                                                    get("WEB_PORT", "8000"))).rstrip("/"),
             web_host=get("WEB_HOST", "127.0.0.1"),
             web_port=int(get("WEB_PORT", "8000")),
             from_name=get("FROM_NAME", "Soporte"),
@@ -130,6 +134,9 @@ class Settings:
             smtp_store_timeout=_positive(get("SMTP_STORE_TIMEOUT", "30")),
             inbound_retry_days=_positive(get("INBOUND_RETRY_DAYS", "5"), "days"),
             outbox_retry_days=_positive(get("OUTBOX_RETRY_DAYS", "5"), "days"),
+            company_name=get("COMPANY_NAME", "") or get("FROM_NAME", "Soporte"),
+            logo_url=get("LOGO_URL", "/static/logo.svg"),
+            privacy_url=get("PRIVACY_URL", "/privacy"),
         )
 
     def accepts_recipient(self, address: str) -> bool:
@@ -219,6 +226,16 @@ def _imap_mailbox(url: str) -> ImapMailbox:
         oauth2_token_file=Path(token_file) if token_file else None,
         move_to=options.get("move_to") or None,
     )
+
+
+def _local_url(host: str, port: str) -> str:
+    """Where the web area answers when no public URL is set: its own address (a host that
+    listens everywhere is reached on loopback), so that mailed links follow HELPDESK_WEB_PORT."""
+    if host in {"0.0.0.0", "::", ""}:  # noqa: S104 (a comparison, not a bind)
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{8000 if port == '0' else port}"
 
 
 def _positive(value: str, unit: str = "seconds") -> float:

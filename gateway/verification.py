@@ -59,6 +59,8 @@ def decide(session: Session, workflow: Workflow, request: VerificationRequest, *
         same.state, same.decided_by, same.decided_at = outcome, actor[:320], now
         session.add(same)
     sender.state = "verified" if approve else "rejected"
+    if approve:
+        sender.active = True  # a deactivated contact whose mail was held is back
     session.add(sender)
     held = session.exec(select(Ticket).where(Ticket.requester_id == sender.id,
                                              Ticket.status == "held")

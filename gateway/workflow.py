@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -140,7 +140,7 @@ class Workflow:
 
     def hold_for_verification(
         self, session: Session, *, sender: Contact, subject: str, channel: str,
-        request: bool = True, excerpt: str = "",
+        request: bool = True, excerpt: str = "", requested_by: Contact | None = None,
     ) -> Ticket:
         """A ticket from an unknown person of a known organization, held until a manager says who
         they are. With ``request``, the verification request is recorded and every manager of
@@ -153,11 +153,12 @@ class Workflow:
                                           contact_id=sender.id, ticket_id=ticket.id)
             session.add(pending)
             session.flush()
-            self.ask_managers(session, pending, sender, ticket, excerpt)
+            self.ask_managers(session, pending, sender, ticket, excerpt, requested_by)
         return ticket
 
     def ask_managers(self, session: Session, pending: VerificationRequest, sender: Contact,
-                     ticket: Ticket, excerpt: str = "") -> list[Notification]:
+                     ticket: Ticket, excerpt: str = "",
+                     requested_by: Contact | None = None) -> list[Notification]:
         """Queue the "verification_request" mail to each manager of the sender's organization.
         Not a mail of the ticket: no [#NUMBER], and a reply goes to the plain support address,
         so a manager's answer never lands on a ticket the sender cannot see yet."""
@@ -176,6 +177,9 @@ class Workflow:
                 "organization_name": organization.name if organization else "",
                 "excerpt": excerpt.strip()[:EXCERPT_LIMIT], "approve_url": links["approve"],
                 "reject_url": links["reject"],
+                # A colleague who added this person in the web area, rather than a stranger's mail.
+                "requested_by_name": requested_by.name if requested_by else "",
+                "requested_by_email": requested_by.email if requested_by else "",
             }
             queued.append(self.queue_plain(session, event="verification_request",
                                            recipient=manager.email, language=manager.language,
@@ -376,6 +380,20 @@ class Workflow:
         )
         session.add(notification)
         return notification
+
+
+def reopenable(ticket: Ticket, reopen_days: int) -> bool:
+    """Whether a customer's answer goes on this ticket (and puts it back to work) rather than
+    opening a new, linked one: closed and cancelled tickets stay closed, a resolved one is
+    reopened only within the reopen window (HELPDESK_REOPEN_DAYS)."""
+    if ticket.status in {"closed", "cancelled"}:
+        return False
+    if ticket.status == "resolved":
+        resolved = ticket.resolved_at or ticket.updated_at
+        if resolved.tzinfo is None:
+            resolved = resolved.replace(tzinfo=UTC)
+        return utcnow() - resolved <= timedelta(days=reopen_days)
+    return True
 
 
 def refused_files(session: Session, ticket: Ticket) -> list[dict[str, str]]:

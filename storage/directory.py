@@ -56,6 +56,28 @@ def add_contact(
         return contact
 
 
+def edit_contact(engine: Engine, email: str, **changes: object) -> Contact:
+    """Change a contact's fields (the team's command line); ``email`` names it, ``changes``
+    may hold a new ``email`` too."""
+    with transaction(engine) as session:
+        contact = session.exec(select(Contact).where(Contact.email == email.strip().lower())
+                               ).first()
+        if contact is None:
+            raise DirectoryError(f"no contact with email {email.strip().lower()}")
+        new_email = changes.get("email")
+        if isinstance(new_email, str):
+            new_email = changes["email"] = new_email.strip().lower()
+            taken = session.exec(select(Contact).where(Contact.email == new_email)).first()
+            if taken is not None and taken.id != contact.id:
+                raise DirectoryError(f"a contact with email {new_email} already exists")
+        for name, value in changes.items():
+            if not hasattr(contact, name):
+                raise DirectoryError(f"a contact has no {name}")
+            setattr(contact, name, value)
+        session.add(contact)
+        return contact
+
+
 def add_application(engine: Engine, name: str) -> Application:
     with transaction(engine) as session:
         if session.exec(select(Application).where(Application.name == name)).first():

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import or_, update
 from sqlmodel import Session, col, func, select
@@ -11,6 +13,7 @@ from sqlmodel import Session, col, func, select
 from storage.models import (
     COMPLETED_STATUSES,
     OPEN_STATUSES,
+    Attachment,
     Contact,
     Counter,
     Message,
@@ -64,24 +67,62 @@ def ticket_by_message_ids(session: Session, message_ids: Sequence[str]) -> list[
     return list(session.exec(query).all())
 
 
-def tickets_of_organization(session: Session, organization_id: int, group: str) -> list[Ticket]:
-    """The customer-area lists: open, completed, or to rate (completed and rated or rateable)."""
-    query = select(Ticket).where(Ticket.organization_id == organization_id)
-    if group == "open":
-        query = query.where(col(Ticket.status).in_(OPEN_STATUSES))
-    elif group == "completed":
-        query = query.where(col(Ticket.status).in_(COMPLETED_STATUSES))
-    elif group == "to_rate":
-        query = query.where(col(Ticket.status) == "resolved")
-    else:
+# The customer-area groups of tickets (DESIGN "Statuses"): "to_rate" holds the tickets that
+# can take a rating, rated or still waiting for one (closed but unrated included).
+RATEABLE = ("resolved", "closed")
+GROUPS = {"open": OPEN_STATUSES, "completed": COMPLETED_STATUSES, "to_rate": RATEABLE}
+
+
+@dataclass(frozen=True)
+class TicketPage:
+    """One page of a ticket list, newest first, and how many there are in all."""
+
+    tickets: list[Ticket]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+def ticket_page(session: Session, organization_id: int, group: str, *, page: int = 1,
+                per_page: int = 25, search: str = "") -> TicketPage:
+    """A page of the organization's tickets of a group, optionally those whose number is
+    ``search`` (``1042``, ``#1042``) or whose subject has every word of it."""
+    if group not in GROUPS:
         raise ValueError(f"unknown ticket group {group!r}")
+    where = [col(Ticket.organization_id) == organization_id,
+             col(Ticket.status).in_(GROUPS[group])]
+    words = search.strip().lstrip("#").strip()
+    if words.isdigit() and len(words) <= 9:
+        where.append(col(Ticket.number) == int(words))
+    elif words:
+        for word in search.lower().split()[:8]:
+            escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append(func.lower(Ticket.subject).like(f"%{escaped}%", escape="\\"))
+    total = int(session.exec(select(func.count()).select_from(Ticket).where(*where)).one())
+    page = max(1, min(page, max(1, -(-total // per_page))))
+    tickets = session.exec(select(Ticket).where(*where)
+                           .order_by(col(Ticket.created_at).desc(), col(Ticket.id).desc())
+                           .offset((page - 1) * per_page).limit(per_page)).all()
+    return TicketPage(list(tickets), total, page, per_page)
+
+
+def tickets_of_organization(session: Session, organization_id: int, group: str) -> list[Ticket]:
+    """Every ticket of a group (open, completed, to rate), newest first."""
+    if group not in GROUPS:
+        raise ValueError(f"unknown ticket group {group!r}")
+    query = select(Ticket).where(Ticket.organization_id == organization_id,
+                                 col(Ticket.status).in_(GROUPS[group]))
     return list(session.exec(query.order_by(col(Ticket.created_at).desc())).all())
 
 
 def unrated_count(session: Session, organization_id: int) -> int:
-    """Resolved tickets of an organization that nobody has rated yet."""
+    """Tickets of an organization waiting for a rating: resolved or closed, and unrated."""
     query = select(func.count()).select_from(Ticket).where(
-        Ticket.organization_id == organization_id, Ticket.status == "resolved",
+        Ticket.organization_id == organization_id, col(Ticket.status).in_(RATEABLE),
         col(Ticket.rating).is_(None))
     return int(session.exec(query).one())
 
@@ -111,3 +152,28 @@ def catchall_organization(session: Session, code: str) -> Organization:
         session.add(org)
         session.flush()
     return org
+
+
+class FileRecord(Protocol):
+    """What a message's file carries (``gateway.inbound.prepare.PreparedFile``)."""
+
+    filename: str
+    type: str
+    size: int
+    sha256: str
+    accepted: bool
+    reason: str | None
+    storage_key: str | None
+    content_id: str | None
+
+
+def add_files(session: Session, message: Message, files: Sequence[FileRecord]) -> None:
+    """A message's files on its ticket: accepted ones with their stored blob, refused ones
+    with the reason."""
+    assert message.id is not None
+    for item in files:
+        session.add(Attachment(
+            message_id=message.id, ticket_id=message.ticket_id, filename=item.filename,
+            content_type=item.type[:127], size=item.size, sha256=item.sha256,
+            storage_key=item.storage_key, content_id=item.content_id, accepted=item.accepted,
+            reason=item.reason))

@@ -107,7 +107,7 @@ def test_wrong_password_is_refused_with_a_message(gateway):
     with httpx.Client(base_url=gateway.web_url, follow_redirects=True) as web:
         response = login(web, "maria.garcia@ferreteria-lopez.es", "not the password")
         assert response.status_code == 401
-        assert "El correo electrónico o la contraseña no son correctos." in response.text
+        assert "El email o la contraseña no son correctos." in response.text
         assert web.get("/tickets").url.path == "/login"
 
 

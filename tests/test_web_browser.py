@@ -45,7 +45,7 @@ def test_contact_logs_in_and_opens_the_ticket_from_the_open_list(gateway, direct
     context = browser.new_context(locale="es-ES")
     page = context.new_page()
     page.goto(gateway.web_url + "/tickets")
-    assert page.url.endswith("/login")
+    assert page.url.endswith("/login?next=%2Ftickets")
     assert page.get_by_role("heading").inner_text() == "Acceso clientes"
     page.get_by_label("Email").fill("maria.garcia@ferreteria-lopez.es")
     page.get_by_label("Contraseña").fill(PASSWORD)
@@ -82,7 +82,8 @@ def test_completed_list_is_empty_for_a_new_ticket(gateway, directory, browser):
 
 def test_ticket_page_shows_the_new_part_and_keeps_the_quote_one_click_away(gateway, directory,
                                                                             browser):
-    # A quoted reply shows its new words; the quoted history is there behind "Mostrar...".
+    # A quoted reply shows its new words once; the quoted history (only that, not the new words
+    # again) is there behind "Mostrar el texto citado".
     send_request(gateway, directory)
     with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=10) as client:
         client.sendmail("maria.garcia@ferreteria-lopez.es", ["soporte@example.com"],
@@ -99,9 +100,10 @@ def test_ticket_page_shows_the_new_part_and_keeps_the_quote_one_click_away(gatew
     assert "recargo de equivalencia" in reply.locator("div.body").first.inner_text()
     quoted = reply.locator("details.quoted div.body")
     assert not quoted.is_visible()
-    reply.get_by_text("Mostrar el mensaje completo, con el texto citado").click()
+    reply.get_by_text("Mostrar el texto citado").click()
     assert quoted.is_visible()
     assert "escribió" in quoted.inner_text()
+    assert "recargo de equivalencia" not in quoted.inner_text()
     context.close()
 
 

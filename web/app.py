@@ -17,10 +17,12 @@ from starlette.staticfiles import StaticFiles
 
 from gateway.links import PasswordLinks
 from gateway.settings import Settings
+from gateway.uploads import KeptFiles
 from gateway.workflow import Workflow
+from storage.blobs import BlobStore
 from storage.faults import is_unavailable
-from web import accounts, auth, ratings, tickets, verification
-from web.pages import Pages
+from web import accounts, auth, contacts, new_ticket, ratings, site, tickets, verification
+from web.pages import Brand, Pages
 from web.throttle import Throttle
 
 log = logging.getLogger("gateway.web")
@@ -62,8 +64,23 @@ def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = N
             Route("/login", auth.login_submit, methods=["POST"]),
             Route("/logout", auth.logout, methods=["POST"]),
             Route("/tickets", tickets.list_page),
+            Route("/tickets/new", new_ticket.form_page, methods=["GET"]),
+            Route("/tickets/new", new_ticket.submit, methods=["POST"]),
             Route("/tickets/{number:int}", tickets.detail_page),
+            Route("/tickets/{number:int}/answer", tickets.answer_submit, methods=["POST"]),
+            Route("/tickets/{number:int}/files/{file_id:int}", tickets.download),
             Route("/tickets/{number:int}/rating", ratings.ticket_submit, methods=["POST"]),
+            Route("/contacts", contacts.list_page),
+            Route("/contacts/new", contacts.new_page, methods=["GET"]),
+            Route("/contacts/new", contacts.new_submit, methods=["POST"]),
+            Route("/contacts/{contact_id:int}", contacts.edit_page, methods=["GET"]),
+            Route("/contacts/{contact_id:int}", contacts.edit_submit, methods=["POST"]),
+            Route("/contacts/{contact_id:int}/active", contacts.active_submit,
+                  methods=["POST"]),
+            Route("/contacts/requests/{request_id:int}", contacts.decide_submit,
+                  methods=["POST"]),
+            Route("/privacy", site.privacy_page),
+            Route("/language", site.language_submit, methods=["POST"]),
             Route("/rate/{token}", ratings.link_page, methods=["GET"]),
             Route("/rate/{token}", ratings.link_submit, methods=["POST"]),
             Route("/verify/{token}", verification.link_page, methods=["GET"]),
@@ -89,7 +106,11 @@ def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = N
     )
     app.state.engine = engine
     app.state.settings = settings
-    app.state.pages = Pages(settings.timezone)
+    app.state.pages = Pages(settings.timezone, Brand(
+        company=settings.company_name, logo_url=settings.logo_url,
+        privacy_url=settings.privacy_url, support_address=settings.support_address))
+    app.state.blobs = BlobStore(settings.storage_dir)
+    app.state.kept_files = KeptFiles(str(settings.secret_key))
     app.state.login_throttle = Throttle(engine, "login", max_failures=5, window_seconds=900)
     app.state.workflow = workflow = workflow or Workflow.from_settings(settings)
     app.state.rating_links = workflow.rating_links

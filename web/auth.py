@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from sqlmodel import Session
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -32,12 +34,32 @@ def current_contact(request: Request) -> Contact | None:
     return contact
 
 
+def signed_in(request: Request) -> Contact | Response:
+    """The logged-in contact, or the way to the login page, which brings the visitor back
+    here afterwards."""
+    contact = current_contact(request)
+    if contact is not None:
+        return contact
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/login?{urlencode({'next': here})}", status_code=303)
+
+
+def safe_next(value: object) -> str:
+    """Where to go after logging in: a path of this site only (never ``//host`` or a URL)."""
+    if (isinstance(value, str) and value.startswith("/") and not value.startswith("//")
+            and "\\" not in value and len(value) < 2000
+            and all(ord(c) > 31 and c != "\x7f" for c in value)):
+        return value
+    return "/tickets"
+
+
 def login_page(request: Request) -> Response:
+    next_path = safe_next(request.query_params.get("next"))
     if current_contact(request) is not None:
-        return RedirectResponse("/tickets", status_code=303)
+        return RedirectResponse(next_path, status_code=303)
     email = request.cookies.get(REMEMBER_COOKIE, "")
     return request.app.state.pages.render(
-        request, "login.html", {"email": email, "remember": bool(email)}
+        request, "login.html", {"email": email, "remember": bool(email), "next": next_path}
     )
 
 
@@ -46,12 +68,13 @@ def login_submit(request: Request, form: FormData) -> Response:
     email = str(form.get("email", "")).strip().lower()
     password = str(form.get("password", ""))
     remember = form.get("remember") == "on"
+    next_path = safe_next(form.get("next"))
     pages = request.app.state.pages
     throttle = request.app.state.login_throttle
     client = request.client.host if request.client else "unknown"
 
     def again(error: str, status_code: int) -> Response:
-        context = {"email": email, "remember": remember, "error": error}
+        context = {"email": email, "remember": remember, "error": error, "next": next_path}
         return pages.render(request, "login.html", context, status_code=status_code)
 
     if not csrf.valid(request, form.get(csrf.FIELD)):
@@ -72,7 +95,7 @@ def login_submit(request: Request, form: FormData) -> Response:
     request.session["contact_id"] = contact.id
     if unrated:  # DESIGN: at each login, a reminder of the tickets still to rate
         request.session[RATING_REMINDER] = unrated
-    response = RedirectResponse("/tickets", status_code=303)
+    response = RedirectResponse(next_path, status_code=303)
     if remember:
         response.set_cookie(REMEMBER_COOKIE, email, max_age=REMEMBER_SECONDS, httponly=True,
                             samesite="lax", secure=request.url.scheme == "https")

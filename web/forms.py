@@ -16,7 +16,13 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.uploads import MAX_FILES
+
 FormHandler = Callable[[Request, FormData], Response]
+
+# The largest form accepted: MAX_FILES files of the attachment limit and the text, with room
+# for the encoding. Files above the limit are refused one by one, not the whole form.
+MAX_BODY = 128 * 1024 * 1024
 
 
 def posted(handler: FormHandler) -> Callable[[Request], Awaitable[Response]]:
@@ -25,7 +31,11 @@ def posted(handler: FormHandler) -> Callable[[Request], Awaitable[Response]]:
 
     @wraps(handler)
     async def endpoint(request: Request) -> Response:
-        form = await request.form()
-        return await run_in_threadpool(handler, request, form)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY:
+            return request.app.state.pages.render(request, "error.html",
+                                                  {"error": "too_large"}, status_code=413)
+        async with request.form(max_files=MAX_FILES + 5, max_fields=200) as form:
+            return await run_in_threadpool(handler, request, form)
 
     return endpoint

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from gateway.i18n import LANGUAGES, ROOT, environment, pick_language
+from storage.models import STATUS_GROUPS
 from web import csrf
 
 WEB_TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -19,13 +21,29 @@ WEB_TEMPLATES = Path(__file__).resolve().parent / "templates"
 EMAIL_TEMPLATES = ROOT / "templates" / "email"
 
 
+LANGUAGE_COOKIE = "lang"
+
+
+@dataclass(frozen=True)
+class Brand:
+    """Who the customer area belongs to, as every page shows it (settings)."""
+
+    company: str = "Soporte"
+    logo_url: str = "/static/logo.svg"
+    privacy_url: str = "/privacy"
+    support_address: str = "soporte@example.com"
+
+
 class Pages:
-    def __init__(self, timezone: str = "Europe/Madrid") -> None:
+    def __init__(self, timezone: str = "Europe/Madrid", brand: Brand = Brand()) -> None:
         zone = ZoneInfo(timezone)
         self._envs: dict[str, Environment] = {}
         for lang in LANGUAGES:
             env = environment([WEB_TEMPLATES, EMAIL_TEMPLATES], lang)
             env.filters["local"] = lambda moment, zone=zone: _local(moment, zone)
+            env.filters["filesize"] = lambda size, lang=lang: filesize(size, lang)
+            env.filters["status_group"] = lambda status: STATUS_GROUPS.get(status, "open")
+            env.globals["brand"] = brand
             self._envs[lang] = env
 
     def render(
@@ -62,11 +80,27 @@ def _local(moment: datetime, zone: ZoneInfo) -> str:
     return moment.astimezone(zone).strftime("%d/%m/%Y %H:%M")
 
 
+def filesize(size: int, lang: str = "es") -> str:
+    """A size as people read it: "512 bytes", "12 KB", "1,5 MB" (never "0.0 KB")."""
+    if size < 1024:
+        return f"{size} bytes"
+    for unit, scale in (("KB", 1024), ("MB", 1024**2), ("GB", 1024**3)):
+        value = size / scale
+        if value < 1024 or unit == "GB":
+            shown = f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+            return f"{shown.replace('.', ',') if lang == 'es' else shown} {unit}"
+    raise AssertionError("unreachable")
+
+
 def language_of(request: Request) -> str:
-    """The logged-in contact's language; else the browser's first known one; else Spanish."""
+    """The logged-in contact's language; else the one chosen with the switch; else the
+    browser's first known one; else Spanish."""
     contact = getattr(request.state, "contact", None)
     if contact is not None:
         return pick_language(contact.language)
+    chosen = request.cookies.get(LANGUAGE_COOKIE)
+    if chosen in LANGUAGES:
+        return chosen
     for part in request.headers.get("accept-language", "").split(","):
         tag = part.split(";")[0].strip().lower()[:2]
         if tag in LANGUAGES:

@@ -1,57 +1,263 @@
-"""Ticket lists (Open / Completed / To rate) and the ticket page, for the contact's organization."""
+"""The organization's tickets: the lists (Abiertos / Completados / Valorar), a ticket's page with
+its thread, files, history and every mail we sent about it, the customer's answer from the web,
+and file downloads. Everything is limited to the contact's own organization."""
 
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from typing import Any
+
 from sqlmodel import Session, col, select
+from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import FileResponse, RedirectResponse, Response
 
+from gateway import customer_requests
 from gateway.ratings import RATEABLE_STATUSES, is_final
-from storage.models import Attachment, Message, StatusChange
-from storage.tickets import ticket_by_number, tickets_of_organization
-from web.auth import RATING_REMINDER, current_contact
+from gateway.workflow import reopenable
+from storage.db import transaction
+from storage.models import Attachment, Contact, Message, Notification, StatusChange, Ticket
+from storage.tickets import GROUPS, ticket_by_number, ticket_page
+from web import csrf
+from web.auth import RATING_REMINDER, signed_in
+from web.forms import posted
+from web.uploads import kept_tokens, received_files
 
-GROUPS = ("open", "completed", "to_rate")
+PER_PAGE = 25
+INLINE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif"})
+ANSWER_LIMIT = 20000
 
 
 def list_page(request: Request) -> Response:
-    contact = current_contact(request)
-    if contact is None:
-        return RedirectResponse("/login", status_code=303)
+    contact = signed_in(request)
+    if not isinstance(contact, Contact):
+        return contact
     group = request.query_params.get("group", "open")
     if group not in GROUPS:
         group = "open"
+    search = request.query_params.get("q", "")[:200]
+    page_number = _number(request.query_params.get("page"), 1)
     with Session(request.app.state.engine) as session:
-        tickets = tickets_of_organization(session, contact.organization_id, group)
+        page = ticket_page(session, contact.organization_id, group, page=page_number,
+                           per_page=PER_PAGE, search=search)
     unrated = request.session.pop(RATING_REMINDER, 0)
     return request.app.state.pages.render(
         request, "tickets.html",
-        {"tickets": tickets, "group": group, "groups": GROUPS, "unrated": unrated},
+        {"page": page, "group": group, "groups": list(GROUPS), "search": search,
+         "unrated": unrated},
     )
+
+
+@dataclass(frozen=True)
+class SentMail:
+    """A mail we sent about the ticket, as its page lists it."""
+
+    notification: Notification
+    text: str
 
 
 def detail_page(request: Request) -> Response:
-    contact = current_contact(request)
-    if contact is None:
-        return RedirectResponse("/login", status_code=303)
+    return _detail(request, request.path_params["number"])
+
+
+def _detail(request: Request, number: int, *, answer: str = "", errors: dict | None = None,
+            refused: list | None = None, kept: list | None = None,
+            status_code: int = 200) -> Response:
+    contact = signed_in(request)
+    if not isinstance(contact, Contact):
+        return contact
     pages = request.app.state.pages
+    settings = request.app.state.settings
     with Session(request.app.state.engine) as session:
-        ticket = ticket_by_number(session, request.path_params["number"])
-        # Another organization's ticket is answered exactly like a missing one.
-        if ticket is None or ticket.organization_id != contact.organization_id:
+        ticket = _visible_ticket(session, contact, number)
+        if ticket is None:
             return pages.render(request, "error.html", {"error": "not_found"}, status_code=404)
         messages = session.exec(
-            select(Message).where(Message.ticket_id == ticket.id).order_by(col(Message.id))
-        ).all()
+            select(Message).where(Message.ticket_id == ticket.id)
+            .order_by(col(Message.created_at), col(Message.id))).all()
         files = session.exec(
-            select(Attachment).where(Attachment.ticket_id == ticket.id).order_by(col(Attachment.id))
-        ).all()
+            select(Attachment).where(Attachment.ticket_id == ticket.id)
+            .order_by(col(Attachment.id))).all()
         history = session.exec(
             select(StatusChange).where(StatusChange.ticket_id == ticket.id)
-            .order_by(col(StatusChange.id))
-        ).all()
-    return pages.render(
-        request, "ticket.html",
-        {"ticket": ticket, "messages": messages, "files": files, "history": history,
-         "rateable": ticket.status in RATEABLE_STATUSES, "rating_final": is_final(ticket)},
-    )
+            .order_by(col(StatusChange.id))).all()
+        sent = session.exec(
+            select(Notification).where(Notification.ticket_id == ticket.id)
+            .order_by(col(Notification.created_at), col(Notification.id))).all()
+        authors = {c.id: c for c in session.exec(select(Contact).where(col(Contact.id).in_(
+            {m.author_contact_id for m in messages if m.author_contact_id})))}
+    by_message: dict[int, list[Attachment]] = {}
+    for item in files:
+        by_message.setdefault(item.message_id, []).append(item)
+    shown = [_shown(ticket, message, by_message.get(message.id or 0, []), authors)
+             for message in messages]
+    request_text = _what_we_need(ticket, sent)
+    opened = request.query_params.get("opened") == "1"
+    context = {
+        "ticket": ticket, "messages": shown,
+        "history": [(change, note_code(change.note)) for change in history],
+        "mails": [SentMail(n, _mail_text(n)) for n in sent],
+        "request_text": request_text, "opened": opened,
+        "opening_files": by_message.get(messages[0].id or 0, []) if opened and messages else [],
+        "rateable": ticket.status in RATEABLE_STATUSES, "rating_final": is_final(ticket),
+        "can_answer": reopenable(ticket, settings.reopen_days) and ticket.status != "held",
+        "answer": answer, "errors": errors or {}, "refused": refused or [],
+        "kept": kept or [], "max_size": settings.max_attachment_size,
+    }
+    return pages.render(request, "ticket.html", context, status_code=status_code)
+
+
+@dataclass(frozen=True)
+class ShownMessage:
+    """A message of the thread as the page shows it."""
+
+    message: Message
+    author: str  # a person's name, or the support team
+    by_team: bool
+    quoted: str  # what the new part leaves out (quoted history), if anything
+    html: str | None  # the mail's sanitized HTML with its inline images, if it has any
+    files: list[Attachment]
+
+
+def _shown(ticket: Ticket, message: Message, files: list[Attachment],
+           authors: dict[int | None, Contact]) -> ShownMessage:
+    by_team = message.direction == "out"
+    author = authors.get(message.author_contact_id)
+    name = message.from_address if by_team else (author.name if author else
+                                                 message.from_address)
+    text, new = message.text, message.new_text
+    quoted = ""
+    if new != text:
+        quoted = text[len(new.rstrip()):].strip() if text.startswith(new.rstrip()) else text
+    inline = {f.content_id.strip("<>"): f for f in files if f.content_id and f.accepted}
+    html = None
+    if message.html and inline and re.search(r"(?i)src=[\"']?cid:", message.html):
+        html = _with_inline_images(message.html, ticket.number, inline)
+    return ShownMessage(message, name, by_team, quoted, html,
+                        [f for f in files if not (html and f.content_id
+                                                  and f.content_id.strip("<>") in inline)])
+
+
+def _with_inline_images(markup: str, number: int, inline: dict[str, Attachment]) -> str:
+    """The sanitized HTML with ``cid:`` images pointing at their files on this ticket."""
+    def replace(found: re.Match[str]) -> str:
+        item = inline.get(found.group(2))
+        if item is None:
+            return found.group(0)
+        return f'{found.group(1)}/tickets/{number}/files/{item.id}'
+
+    return re.sub(r"(?i)(src=[\"']?)cid:([^\"'\s>]+)", replace, markup)
+
+
+# Notes the workflow writes itself (in English, for the log) and the words pages show for them;
+# an agent's own note is shown as written.
+NOTE_CODES = {
+    "opened by email": "opened_email", "opened by web": "opened_web",
+    "customer replied": "customer_replied", "reopened by the customer's reply": "reopened",
+    "sender pending verification": "held", "sender verified by the organization": "verified",
+    "sender rejected by the organization": "rejected",
+}
+
+
+def note_code(note: str) -> str | None:
+    return NOTE_CODES.get(note.split(",")[0].strip())
+
+
+def _what_we_need(ticket: Ticket, sent: list[Notification]) -> str | None:
+    """What we asked the customer for, while the ticket waits for them."""
+    if ticket.status != "awaiting_customer":
+        return None
+    for notification in reversed(sent):
+        if notification.event == "awaiting_customer":
+            request = json.loads(notification.context or "{}").get("request")
+            return str(request) if request else None
+    return None
+
+
+def _mail_text(notification: Notification) -> str:
+    """The text part of a mail we sent, as the customer got it."""
+    if not notification.raw:
+        return ""
+    mail = message_from_bytes(notification.raw, policy=policy.default)
+    body = mail.get_body(("plain",)) if hasattr(mail, "get_body") else None
+    return body.get_content().strip() if body is not None else ""
+
+
+@posted
+def answer_submit(request: Request, form: FormData) -> Response:
+    """The customer's answer from the ticket page, with files: it threads like a mail reply."""
+    contact = signed_in(request)
+    if not isinstance(contact, Contact):
+        return contact
+    number = request.path_params["number"]
+    text = str(form.get("text", "")).strip()[:ANSWER_LIMIT]
+    errors: dict[str, str] = {}
+    if not csrf.valid(request, form.get(csrf.FIELD)):
+        errors["form"] = "csrf"
+    if not text:
+        errors["text"] = "missing"
+    files = received_files(request, form)
+    if errors:
+        return _detail(request, number, answer=text, errors=errors,
+                       refused=[f for f in files if not f.accepted],
+                       kept=kept_tokens(request, files), status_code=400)
+    with transaction(request.app.state.engine) as session:
+        ticket = _visible_ticket(session, contact, number)
+        if ticket is None:
+            return request.app.state.pages.render(request, "error.html",
+                                                  {"error": "not_found"}, status_code=404)
+        if not reopenable(ticket, request.app.state.settings.reopen_days) \
+                or ticket.status == "held":
+            return RedirectResponse(f"/tickets/{number}", status_code=303)
+        customer_requests.answer(session, request.app.state.workflow, ticket=ticket,
+                                 author=contact, text=text, files=files)
+    refused = "&refused=1" if any(not f.accepted for f in files) else ""
+    return RedirectResponse(f"/tickets/{number}?answered=1{refused}#answered",
+                            status_code=303)
+
+
+def download(request: Request) -> Response:
+    """A file of a ticket, for its organization only: served with the type we detected (never
+    the sender's claim), as an attachment unless it is an image, and never sniffed."""
+    contact = signed_in(request)
+    if not isinstance(contact, Contact):
+        return contact
+    with Session(request.app.state.engine) as session:
+        ticket = _visible_ticket(session, contact, request.path_params["number"])
+        file_id = request.path_params["file_id"]
+        item = session.get(Attachment, file_id) if 0 < file_id < 2**31 else None
+    if (ticket is None or item is None or item.ticket_id != ticket.id or not item.accepted
+            or not item.storage_key):
+        return request.app.state.pages.render(request, "error.html", {"error": "not_found"},
+                                              status_code=404)
+    path = request.app.state.blobs.path(item.storage_key)
+    if not path.exists():
+        return request.app.state.pages.render(request, "error.html", {"error": "not_found"},
+                                              status_code=404)
+    inline = item.content_type in INLINE_TYPES
+    return FileResponse(
+        path, media_type=item.content_type, filename=item.filename,
+        content_disposition_type="inline" if inline else "attachment",
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=3600",
+                 "Content-Security-Policy": "default-src 'none'; sandbox"})
+
+
+def _visible_ticket(session: Session, contact: Contact, number: int) -> Ticket | None:
+    """The ticket if the contact may see it: their organization's, and a held one (its sender
+    waits for verification) to its managers only. Anything else is answered like a missing one."""
+    if not 0 < number < 2**31:  # no such number: not a database error either
+        return None
+    ticket = ticket_by_number(session, number)
+    if ticket is None or ticket.organization_id != contact.organization_id:
+        return None
+    if ticket.status == "held" and not contact.is_manager:
+        return None
+    return ticket
+
+
+def _number(value: Any, default: int) -> int:
+    return int(value) if isinstance(value, str) and value.isdigit() and len(value) < 7 \
+        else default

@@ -22,14 +22,16 @@ from gateway.inbound.parse import ParsedMail
 from gateway.inbound.prepare import Prepared, PreparedFile, prepare
 from gateway.inbound.rules import autoreply, bounce, flood, loop
 from gateway.links import ReplyAddresses
-from gateway.workflow import RefusedFile, Thread, Workflow
+from gateway.verification import pending_request_of
+from gateway.workflow import RefusedFile, Thread, Workflow, reopenable
 from storage import inbound
 from storage.blobs import BlobStore
 from storage.db import transaction
 from storage.faults import describe, is_temporary
-from storage.models import Attachment, Contact, InboundMessage, Message, Ticket, utcnow
+from storage.models import Contact, InboundMessage, Message, Ticket, utcnow
 from storage.queues import new_holder
 from storage.tickets import (
+    add_files,
     catchall_organization,
     contact_by_email,
     messages_from_since,
@@ -256,6 +258,17 @@ class _Run:
         session, mail = self.session, self.mail
         if contact is not None and contact.state == "rejected":
             return self.finish("rejected", None, "sender rejected by the organization")
+        if contact is not None and contact.state == "verified" and not contact.active:
+            # Deactivated by a manager: a stranger again, held until a manager approves them
+            # (which reactivates them) or rejects them.
+            held = self._find_ticket(contact)
+            if held is None or held.status != "held":
+                held = self.ing.workflow.hold_for_verification(
+                    session, sender=contact, subject=self._subject(), channel="email",
+                    request=pending_request_of(session, contact.email) is None,
+                    excerpt=mail.text)
+            self._store(held, contact, split=True)
+            return self.finish("held", held, "sender deactivated by the organization")
         if contact is not None and contact.state == "pending":
             held = self._find_ticket(contact)
             if held is None or held.status != "held":
@@ -339,13 +352,7 @@ class _Run:
         return result
 
     def _reopenable(self, ticket: Ticket) -> bool:
-        """Closed and cancelled tickets stay closed; a resolved one only within the window."""
-        if ticket.status in {"closed", "cancelled"}:
-            return False
-        if ticket.status == "resolved":
-            resolved = ticket.resolved_at or ticket.updated_at
-            return utcnow() - resolved <= timedelta(days=self.policy.reopen_days)
-        return True
+        return reopenable(ticket, self.policy.reopen_days)
 
     def _subject(self) -> str:
         return self.mail.subject or "(sin asunto)"
@@ -386,14 +393,7 @@ class _Run:
         )
         self.session.add(message)
         self.session.flush()
-        for item in self.prepared.files:
-            self.session.add(Attachment(
-                message_id=message.id,  # type: ignore[arg-type]
-                ticket_id=ticket.id,  # type: ignore[arg-type]
-                filename=item.filename, content_type=item.type[:127], size=item.size,
-                sha256=item.sha256, storage_key=item.storage_key, content_id=item.content_id,
-                accepted=item.accepted, reason=item.reason,
-            ))
+        add_files(self.session, message, self.prepared.files)
 
     def files(self) -> tuple[PreparedFile, ...]:
         return self.prepared.files

@@ -16,6 +16,8 @@ SAMPLE: dict[str, Any] = {
     "ticket_url": "http://127.0.0.1:8000/tickets/1042",
     "portal_url": "http://127.0.0.1:8000",
 }
+SAMPLE_STARS = [{"stars": n, "url": f"http://127.0.0.1:8000/rate/sample-{n}"}
+                for n in range(1, 6)]
 EVENT_SAMPLES: dict[str, dict[str, Any]] = {
     "received": {"refused": [{"filename": "instalador.exe", "reason": "type_not_allowed"}]},
     "attachments_refused": {"refused": [{"filename": "video.mp4", "reason": "too_large"}],
@@ -28,6 +30,9 @@ EVENT_SAMPLES: dict[str, dict[str, Any]] = {
                           "request": "Una captura de pantalla del error y la versión del "
                                      "programa (Ayuda > Acerca de)."},
     "cancelled": {"ticket_status": "cancelled", "note": "Duplicado del ticket 1040."},
+    "resolved": {"ticket_status": "resolved", "rating_links": SAMPLE_STARS,
+                 "note": "Corregido el formato de la factura; ya se imprime bien."},
+    "rating_reminder": {"ticket_status": "resolved", "rating_links": SAMPLE_STARS},
     "refused_sender": {"sender_name": "Pedro Ruiz", "contact_name": "Pedro Ruiz",
                        "original_subject": "Consulta sobre precios"},
     "agent_reply": {"ticket_status": "in_progress", "agent_name": "Laura (soporte)",
