@@ -270,3 +270,20 @@ def test_preview_command_writes_a_sample_of_an_event(tmp_path):
     mail = parse_mail((tmp_path / "awaiting_customer-es.eml").read_bytes())
     assert mail["Subject"].startswith("[#1042] Necesitamos más información")
     assert "Basta con responder a este correo" in mail.get_body(("plain",)).get_content()
+
+
+@pytest.mark.parametrize("event", ["resolved", "rating_reminder"])
+def test_preview_of_a_rating_mail_shows_its_five_star_links(event):
+    # `helpdesk mail preview resolved` shows what the customer gets: the five star links.
+    body = parse_mail(to_bytes(preview.sample(event, "es"))).get_body(("html",)).get_content()
+    assert all(f"/rate/sample-{n}" in body for n in range(1, 6))
+
+
+def test_html_mails_are_fluid_on_a_phone():
+    # The layout is at most 600 px wide and narrower on a phone: no fixed width outside the
+    # table only Outlook on Windows reads (it ignores max-width).
+    html = parse_mail(to_bytes(preview.sample("received", "es"))).get_body(("html",)).get_content()
+    outside_mso = re.sub(r"<!--\[if mso\]>.*?<!\[endif\]-->", "", html, flags=re.S)
+    assert "max-width:600px" in outside_mso
+    assert 'width="600"' not in outside_mso
+    assert not re.search(r"(?<!max-)width:600px", outside_mso)

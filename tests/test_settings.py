@@ -1,0 +1,36 @@
+"""Settings read from the environment: derived defaults and refusals of bad values."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.settings import Settings
+
+
+def test_mailed_links_follow_the_web_port_unless_a_public_url_is_set(tmp_path):
+    # Changing HELPDESK_WEB_PORT alone moves the links in mails with it; a public URL wins.
+    base = {"HELPDESK_VAR_DIR": str(tmp_path), "HELPDESK_SECRET_KEY": "k"}
+    assert Settings.from_env(base).public_url == "http://127.0.0.1:8000"
+    assert Settings.from_env({**base, "HELPDESK_WEB_PORT": "8081"}).public_url \
+        == "http://127.0.0.1:8081"
+    assert Settings.from_env({**base, "HELPDESK_WEB_HOST": "0.0.0.0",
+                              "HELPDESK_WEB_PORT": "9000"}).public_url == "http://127.0.0.1:9000"
+    assert Settings.from_env({**base, "HELPDESK_WEB_PORT": "8081",
+                              "HELPDESK_PUBLIC_URL": "https://soporte.example.com/"}).public_url \
+        == "https://soporte.example.com"
+
+
+def test_company_name_defaults_to_the_mail_sender_name(tmp_path):
+    base = {"HELPDESK_VAR_DIR": str(tmp_path), "HELPDESK_SECRET_KEY": "k"}
+    assert Settings.from_env({**base, "HELPDESK_FROM_NAME": "Clave i"}).company_name == "Clave i"
+    assert Settings.from_env({**base, "HELPDESK_COMPANY_NAME": "Clave Informática S.L."}
+                             ).company_name == "Clave Informática S.L."
+
+
+@pytest.mark.parametrize("name,value", [("HELPDESK_OUTBOX_RETRY_DAYS", "0"),
+                                        ("HELPDESK_INBOUND_RETRY_DAYS", "-1"),
+                                        ("HELPDESK_SMTP_STORE_TIMEOUT", "0")])
+def test_retry_times_and_timeouts_must_be_positive(tmp_path, name, value):
+    with pytest.raises(ValueError, match="positive"):
+        Settings.from_env({"HELPDESK_VAR_DIR": str(tmp_path), "HELPDESK_SECRET_KEY": "k",
+                           name: value})
