@@ -32,10 +32,12 @@ check: install
 # The standard mail mix (../shared/bench) through the gateway on SQLite and PostgreSQL, 1 and 8
 # SMTP clients, and one 25 MB mail: a table on stdout, var/bench/results.json. A few minutes.
 # Quicker while developing: make bench BENCH_ARGS="--n 200 --db sqlite --clients 8 --no-big"
+# Then the notifier, and the web area under 16 clients (bench.web: var/bench/web.json).
 bench: install system
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python -m bench.notifier --db sqlite
 	$(BIN)/python -m bench.notifier --db postgresql
+	$(BIN)/python -m bench.web
 
 # Where the ingest time goes: cProfile of process_next over 200 mails of the mix on SQLite.
 bench-profile: install

@@ -20,6 +20,16 @@ WIDTHS = (10, 7, 10, 7, 5, 11, 6, 7, 11, 7)
 
 def machine_facts(mix: Mix) -> dict[str, object]:
     return {
+        **host_facts(),
+        "mix": {"n": mix.n, "seed": mix.manifest["seed"], "mb": round(mix.manifest["total_bytes"]
+                                                                      / 1e6, 1),
+                "sha256": mix.manifest["sha256_all"][:16], "counts": mix.manifest["counts"]},
+    }
+
+
+def host_facts() -> dict[str, object]:
+    """The machine, the code measured and how busy the machine was: every benchmark's header."""
+    return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "git": _git("describe", "--always", "--dirty", "--tags"),
         "commit": _git("rev-parse", "HEAD"),
@@ -31,24 +41,26 @@ def machine_facts(mix: Mix) -> dict[str, object]:
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "postgresql": postgresql_version(),
-        "mix": {"n": mix.n, "seed": mix.manifest["seed"], "mb": round(mix.manifest["total_bytes"]
-                                                                      / 1e6, 1),
-                "sha256": mix.manifest["sha256_all"][:16], "counts": mix.manifest["counts"]},
     }
 
 
 def header(facts: dict) -> str:
     mix = facts["mix"]
+    return "\n".join([
+        host_header(facts, "helpdesk gateway benchmark"),
+        f"mix: {mix['n']} mails, {mix['mb']} MB, seed {mix['seed']}, sha256 {mix['sha256']} "
+        f"({', '.join(f'{v} {k}' for k, v in mix['counts'].items())})",
+    ])
+
+
+def host_header(facts: dict, title: str) -> str:
     load = facts["load_average"]
     busy = " (BUSY: other work ran, figures are low)" if load[0] > 0.5 else ""
     return "\n".join([
-        f"helpdesk gateway benchmark, {facts['date']}, git {facts['git']} "
-        f"({str(facts['commit'])[:12]})",
+        f"{title}, {facts['date']}, git {facts['git']} ({str(facts['commit'])[:12]})",
         f"machine: {facts['nproc']} CPUs ({facts['cpu']}), {facts['memory_gib']} GiB, "
         f"Python {facts['python']}, SQLite {facts['sqlite']}, PostgreSQL {facts['postgresql']}",
         f"load average before the run: {' '.join(f'{x:.2f}' for x in load)}{busy}",
-        f"mix: {mix['n']} mails, {mix['mb']} MB, seed {mix['seed']}, sha256 {mix['sha256']} "
-        f"({', '.join(f'{v} {k}' for k, v in mix['counts'].items())})",
     ])
 
 

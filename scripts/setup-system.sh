@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system parts the gateway and its tests need, when they are missing:
 # libmagic (python-magic), Debian's Chromium (browser tests), Dovecot (IMAP tests; its openssl
-# dependency makes the test certificate), swaks (README examples), and makes sure the local
-# PostgreSQL the tests use is running. Safe to run again.
+# dependency makes the test certificate), swaks (README examples), wrk (web benchmark), and makes
+# sure the local PostgreSQL the tests use is running. Safe to run again.
 set -euo pipefail
 
 need=()
@@ -10,6 +10,7 @@ need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -x /usr/sbin/dovecot ] || command -v dovecot >/dev/null 2>&1 || need+=(dovecot-imapd)
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
