@@ -37,8 +37,11 @@ LOCK_WAIT_SECONDS = 60.0
 def make_engine(url: str) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
+        # As many pooled connections as the web's thread pool may use at once: opening one
+        # (WAL, pragmas) costs more than the query it is opened for.
         engine = create_engine(url, connect_args={"check_same_thread": False,
-                                                  "timeout": LOCK_WAIT_SECONDS})
+                                                  "timeout": LOCK_WAIT_SECONDS},
+                               pool_size=20, max_overflow=20)
         _configure_sqlite(engine)
     else:
         # connect_timeout: a server that does not answer at all (stopped, firewalled) is an

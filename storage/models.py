@@ -82,8 +82,10 @@ class Counter(SQLModel, table=True):
 
 
 class Ticket(SQLModel, table=True):
-    # The customer area lists an organization's tickets newest first, a page at a time.
-    __table_args__ = (Index("ix_ticket_org_created", "organization_id", "created_at"),)
+    # The customer area lists an organization's tickets newest first, a page at a time, and
+    # counts those of a group (an index-only count).
+    __table_args__ = (Index("ix_ticket_org_created", "organization_id", "created_at"),
+                      Index("ix_ticket_org_status", "organization_id", "status"))
     id: int | None = Field(default=None, primary_key=True)
     number: int = Field(unique=True, index=True)
     organization_id: int = Field(foreign_key="organization.id", index=True)

@@ -20,13 +20,17 @@ REMEMBER_SECONDS = 180 * 24 * 3600
 RATING_REMINDER = "rating_reminder"  # session key: unrated tickets to mention once after login
 
 
-def current_contact(request: Request) -> Contact | None:
-    """The logged-in contact, also kept on ``request.state`` for the page templates."""
+def current_contact(request: Request, session: Session | None = None) -> Contact | None:
+    """The logged-in contact, also kept on ``request.state`` for the page templates; read in
+    the page's own database session if it gives one (one connection a request)."""
     contact_id = request.session.get("contact_id")
     contact = None
     if contact_id is not None:
-        with Session(request.app.state.engine) as session:
+        if session is not None:
             contact = session.get(Contact, contact_id)
+        else:
+            with Session(request.app.state.engine) as own:
+                contact = own.get(Contact, contact_id)
         if contact is None or not contact.active or contact.state != "verified":
             request.session.clear()
             contact = None
@@ -34,10 +38,10 @@ def current_contact(request: Request) -> Contact | None:
     return contact
 
 
-def signed_in(request: Request) -> Contact | Response:
+def signed_in(request: Request, session: Session | None = None) -> Contact | Response:
     """The logged-in contact, or the way to the login page, which brings the visitor back
     here afterwards."""
-    contact = current_contact(request)
+    contact = current_contact(request, session)
     if contact is not None:
         return contact
     here = request.url.path + (f"?{request.url.query}" if request.url.query else "")

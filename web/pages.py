@@ -44,6 +44,11 @@ class Pages:
             env.filters["filesize"] = lambda size, lang=lang: filesize(size, lang)
             env.filters["status_group"] = lambda status: STATUS_GROUPS.get(status, "open")
             env.globals["brand"] = brand
+            # Status words are looked up for every row of a list: worked out once here, from
+            # the same macro the mails use, instead of a macro call per row.
+            labels = env.get_template("_labels.j2").module
+            env.globals["status_names"] = {status: str(labels.status_label(status))
+                                           for status in STATUS_GROUPS}
             self._envs[lang] = env
 
     def render(

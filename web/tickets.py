@@ -32,15 +32,15 @@ ANSWER_LIMIT = 20000
 
 
 def list_page(request: Request) -> Response:
-    contact = signed_in(request)
-    if not isinstance(contact, Contact):
-        return contact
     group = request.query_params.get("group", "open")
     if group not in GROUPS:
         group = "open"
     search = request.query_params.get("q", "")[:200]
     page_number = _number(request.query_params.get("page"), 1)
     with Session(request.app.state.engine) as session:
+        contact = signed_in(request, session)
+        if not isinstance(contact, Contact):
+            return contact
         page = ticket_page(session, contact.organization_id, group, page=page_number,
                            per_page=PER_PAGE, search=search)
     unrated = request.session.pop(RATING_REMINDER, 0)
@@ -66,12 +66,12 @@ def detail_page(request: Request) -> Response:
 def _detail(request: Request, number: int, *, answer: str = "", errors: dict | None = None,
             refused: list | None = None, kept: list | None = None,
             status_code: int = 200) -> Response:
-    contact = signed_in(request)
-    if not isinstance(contact, Contact):
-        return contact
     pages = request.app.state.pages
     settings = request.app.state.settings
     with Session(request.app.state.engine) as session:
+        contact = signed_in(request, session)
+        if not isinstance(contact, Contact):
+            return contact
         ticket = _visible_ticket(session, contact, number)
         if ticket is None:
             return pages.render(request, "error.html", {"error": "not_found"}, status_code=404)
@@ -222,10 +222,10 @@ def answer_submit(request: Request, form: FormData) -> Response:
 def download(request: Request) -> Response:
     """A file of a ticket, for its organization only: served with the type we detected (never
     the sender's claim), as an attachment unless it is an image, and never sniffed."""
-    contact = signed_in(request)
-    if not isinstance(contact, Contact):
-        return contact
     with Session(request.app.state.engine) as session:
+        contact = signed_in(request, session)
+        if not isinstance(contact, Contact):
+            return contact
         ticket = _visible_ticket(session, contact, request.path_params["number"])
         file_id = request.path_params["file_id"]
         item = session.get(Attachment, file_id) if 0 < file_id < 2**31 else None
