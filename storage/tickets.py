@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 
 from sqlalchemy import or_, update
 from sqlmodel import Session, col, func, select
@@ -154,8 +153,9 @@ def catchall_organization(session: Session, code: str) -> Organization:
     return org
 
 
-class FileRecord(Protocol):
-    """What a message's file carries (``gateway.inbound.prepare.PreparedFile``)."""
+@dataclass(frozen=True)
+class FileRecord:
+    """A file of a message, checked: where it is stored if accepted, why not if refused."""
 
     filename: str
     type: str

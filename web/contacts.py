@@ -103,11 +103,9 @@ def edit_submit(request: Request, form: FormData) -> Response:
 @posted
 def active_submit(request: Request, form: FormData) -> Response:
     """Deactivate or reactivate a contact (button on the list)."""
-    manager = _manager(request)
+    manager = _manager_with_token(request, form)
     if not isinstance(manager, Contact):
         return manager
-    if not csrf.valid(request, form.get(csrf.FIELD)):
-        return _list(request, manager, error="csrf", status_code=400)
     active = form.get("active") == "1"
     with transaction(request.app.state.engine) as session:
         person = _person(request, session, manager)
@@ -124,11 +122,9 @@ def active_submit(request: Request, form: FormData) -> Response:
 @posted
 def decide_submit(request: Request, form: FormData) -> Response:
     """Approve or reject a pending person from the page: the same as the mailed links."""
-    manager = _manager(request)
+    manager = _manager_with_token(request, form)
     if not isinstance(manager, Contact):
         return manager
-    if not csrf.valid(request, form.get(csrf.FIELD)):
-        return _list(request, manager, error="csrf", status_code=400)
     approve = form.get("decision") == "approve"
     request_id = request.path_params["request_id"]
     with transaction(request.app.state.engine) as session:
@@ -153,6 +149,14 @@ def _manager(request: Request) -> Contact | Response:
     if not contact.is_manager:
         return _not_found(request)
     return contact
+
+
+def _manager_with_token(request: Request, form: FormData) -> Contact | Response:
+    """The manager of a list button's post, if its CSRF token is right."""
+    manager = _manager(request)
+    if isinstance(manager, Contact) and not csrf.valid(request, form.get(csrf.FIELD)):
+        return _list(request, manager, error="csrf", status_code=400)
+    return manager
 
 
 def _person(request: Request, session: Session, manager: Contact) -> Contact | None:

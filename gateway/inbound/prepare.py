@@ -17,6 +17,7 @@ from gateway.inbound import attachments
 from gateway.inbound.parse import ParsedMail, parse
 from gateway.inbound.quotes import split_reply
 from storage.blobs import BlobStore
+from storage.tickets import FileRecord
 
 # Detached signatures of signed mail (RFC 3156, RFC 8551): telling the customer that their
 # signature was "refused" would be nonsense.
@@ -24,16 +25,8 @@ SIGNATURES = frozenset({"application/pgp-signature", "application/pkcs7-signatur
                         "application/x-pkcs7-signature"})
 
 
-@dataclass(frozen=True)
-class PreparedFile:
-    filename: str
-    type: str
-    size: int
-    sha256: str
-    accepted: bool
-    reason: str | None
-    storage_key: str | None
-    content_id: str | None
+# A mail's file once checked (and stored if accepted): the record its message keeps.
+PreparedFile = FileRecord
 
 
 @dataclass(frozen=True)
