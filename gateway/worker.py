@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.settings import Settings
+from storage import inbound
 from storage.faults import describe, is_temporary
 from storage.queues import new_holder
 
@@ -129,8 +130,6 @@ def _failed(what: str, exc: BaseException) -> None:
 
 
 def _put_back(ingestor: Any, worker_id: str) -> None:
-    from storage import inbound
-
     try:
         inbound.release(ingestor.engine, worker_id, died=False)
     except Exception as exc:  # the database is still away: the leases run out instead

@@ -109,15 +109,6 @@ def ticket_page(session: Session, organization_id: int, group: str, *, page: int
     return TicketPage(list(tickets), total, page, per_page)
 
 
-def tickets_of_organization(session: Session, organization_id: int, group: str) -> list[Ticket]:
-    """Every ticket of a group (open, completed, to rate), newest first."""
-    if group not in GROUPS:
-        raise ValueError(f"unknown ticket group {group!r}")
-    query = select(Ticket).where(Ticket.organization_id == organization_id,
-                                 col(Ticket.status).in_(GROUPS[group]))
-    return list(session.exec(query.order_by(col(Ticket.created_at).desc())).all())
-
-
 def unrated_count(session: Session, organization_id: int) -> int:
     """Tickets of an organization waiting for a rating: resolved or closed, and unrated."""
     query = select(func.count()).select_from(Ticket).where(

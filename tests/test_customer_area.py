@@ -28,7 +28,7 @@ from storage.models import (
     VerificationRequest,
 )
 from storage.tickets import contact_by_email, ticket_by_number
-from tests.conftest import PASSWORD, load_mail
+from tests.conftest import PASSWORD, deliver, load_mail
 from web.app import create_app
 
 with warnings.catch_warnings():
@@ -288,8 +288,6 @@ def test_ticket_page_shows_mails_sent_history_and_readable_sizes(parts, client):
     # The "received" mail is on the page with its text; sizes read "KB", history is in words.
     log_in(client)
     open_form(client, parts, files=[("factura.pdf", PDF * 200, "application/pdf")])
-    from tests.conftest import deliver
-
     deliver(parts)
     page = client.get("/tickets/1001").text
     assert "Correos que te hemos enviado sobre este ticket" in page

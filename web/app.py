@@ -8,6 +8,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
@@ -28,6 +29,22 @@ from web.throttle import Throttle
 log = logging.getLogger("gateway.web")
 
 STATIC = Path(__file__).resolve().parent / "static"
+
+
+class IdConvertor(Convertor[int]):
+    """A ticket number or a row id in a path: at most nine digits, so that a number no column
+    can hold is a page that does not exist (404), not a database error."""
+
+    regex = "[0-9]{1,9}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("id", IdConvertor())
 
 
 async def home(request: Request) -> Response:
@@ -66,18 +83,18 @@ def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = N
             Route("/tickets", tickets.list_page),
             Route("/tickets/new", new_ticket.form_page, methods=["GET"]),
             Route("/tickets/new", new_ticket.submit, methods=["POST"]),
-            Route("/tickets/{number:int}", tickets.detail_page),
-            Route("/tickets/{number:int}/answer", tickets.answer_submit, methods=["POST"]),
-            Route("/tickets/{number:int}/files/{file_id:int}", tickets.download),
-            Route("/tickets/{number:int}/rating", ratings.ticket_submit, methods=["POST"]),
+            Route("/tickets/{number:id}", tickets.detail_page),
+            Route("/tickets/{number:id}/answer", tickets.answer_submit, methods=["POST"]),
+            Route("/tickets/{number:id}/files/{file_id:id}", tickets.download),
+            Route("/tickets/{number:id}/rating", ratings.ticket_submit, methods=["POST"]),
             Route("/contacts", contacts.list_page),
             Route("/contacts/new", contacts.new_page, methods=["GET"]),
             Route("/contacts/new", contacts.new_submit, methods=["POST"]),
-            Route("/contacts/{contact_id:int}", contacts.edit_page, methods=["GET"]),
-            Route("/contacts/{contact_id:int}", contacts.edit_submit, methods=["POST"]),
-            Route("/contacts/{contact_id:int}/active", contacts.active_submit,
+            Route("/contacts/{contact_id:id}", contacts.edit_page, methods=["GET"]),
+            Route("/contacts/{contact_id:id}", contacts.edit_submit, methods=["POST"]),
+            Route("/contacts/{contact_id:id}/active", contacts.active_submit,
                   methods=["POST"]),
-            Route("/contacts/requests/{request_id:int}", contacts.decide_submit,
+            Route("/contacts/requests/{request_id:id}", contacts.decide_submit,
                   methods=["POST"]),
             Route("/privacy", site.privacy_page),
             Route("/language", site.language_submit, methods=["POST"]),

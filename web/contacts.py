@@ -128,8 +128,7 @@ def decide_submit(request: Request, form: FormData) -> Response:
     approve = form.get("decision") == "approve"
     request_id = request.path_params["request_id"]
     with transaction(request.app.state.engine) as session:
-        pending = request_of(session, manager.organization_id, request_id) \
-            if 0 < request_id < 2**31 else None
+        pending = request_of(session, manager.organization_id, request_id)
         if pending is None or not verification.may_decide(manager, pending):
             return _not_found(request)
         try:
@@ -160,10 +159,7 @@ def _manager_with_token(request: Request, form: FormData) -> Contact | Response:
 
 
 def _person(request: Request, session: Session, manager: Contact) -> Contact | None:
-    contact_id = request.path_params["contact_id"]
-    if not 0 < contact_id < 2**31:
-        return None
-    person = contact_of(session, manager.organization_id, contact_id)
+    person = contact_of(session, manager.organization_id, request.path_params["contact_id"])
     return person if person is not None and person.state == "verified" else None
 
 
