@@ -1,27 +1,33 @@
 """A bare Starlette route returning one fixed page, served as the gateway serves its web site.
 
-    python -m bench.bare_web --bytes 40000 [--port 0]
+    python -m bench.bare_web --bytes 40000 [--port 0] [--processes 2]
 
-The web benchmark's yardstick (bench.web): the same uvicorn settings as ``gateway.service`` (one
-process, asyncio, ``log_level="warning"``, no access log, no lifespan, a socket bound first by the
-gateway's own ``bind``, so that a change to the gateway's socket options applies here too), the
-same Starlette, a plain ``def`` handler run in Starlette's thread pool as the gateway's pages are,
-and an HTML page of the size of the ticket list. It only skips the work being measured: the
-session cookie, the database, the templates. Prints ``bare web http://HOST:PORT/`` once serving.
+The web benchmark's yardstick (bench.web): served by the gateway's own ``web.server.serve`` (the
+same uvicorn settings, SO_REUSEPORT sockets from the gateway's ``bind``, so that a change to
+either applies here too) in as many processes as the gateway's web has, the same Starlette, a
+plain ``def`` handler run on the event loop as the gateway's read-only pages are
+(``web.app.on_loop``), and an HTML page of the size of the ticket list. It only skips the work
+being measured: the session cookie, the database, the templates. Prints
+``bare web http://HOST:PORT/`` once every process serves.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
+import os
+import signal
+from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from gateway.channels.smtp_server import bind
+from web.app import on_loop
+from web.server import serve
 
 ROW = ('<tr><td><a href="/tickets/{n}">#{n}</a></td><td>No puedo imprimir las facturas</td>'
        '<td><span class="status status-closed">Cerrado</span></td>'
@@ -42,23 +48,16 @@ def fixed_page(size: int) -> bytes:
 
 
 def create_app(page: bytes) -> Starlette:
-    def fixed(request: Request) -> Response:  # plain def: the thread pool, as the gateway's pages
+    def fixed(request: Request) -> Response:  # plain def, on the loop: as the gateway's pages
         return HTMLResponse(page)
 
-    return Starlette(routes=[Route("/", fixed)])
+    return Starlette(routes=[Route("/", on_loop(fixed))])
 
 
-async def serve(app: Starlette, host: str, port: int) -> None:
-    sock = bind(host, port)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.01)
-        if task.done():
-            task.result()
-    print(f"bare web http://{host}:{sock.getsockname()[1]}/", flush=True)
-    await task
+def run_process(page: bytes, host: str, port: int, started: Any, parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops its processes
+    asyncio.run(serve(create_app(page), host, port, on_started=started.release,
+                      should_stop=lambda: os.getppid() != parent))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,8 +65,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bytes", type=int, default=40_000, help="page size (default 40000)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    parser.add_argument("--processes", type=int, default=1, help="web processes (default 1)")
     args = parser.parse_args(argv)
-    asyncio.run(serve(create_app(fixed_page(args.bytes)), args.host, args.port))
+    page = fixed_page(args.bytes)
+    held = bind(args.host, args.port, listen=False, share=True)  # reserves the port
+    port = held.getsockname()[1]
+    context = multiprocessing.get_context("spawn")
+    started = context.Semaphore(0)
+    processes = [context.Process(target=run_process, daemon=True,
+                                 args=(page, args.host, port, started, os.getpid()))
+                 for _ in range(args.processes)]
+    for process in processes:
+        process.start()
+    for _ in processes:
+        if not started.acquire(timeout=60):
+            raise SystemExit("bare web processes did not start")
+    print(f"bare web http://{args.host}:{port}/", flush=True)
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        for process in processes:
+            process.terminate()
     return 0
 
 

@@ -1,15 +1,16 @@
 """Web benchmark (`make bench`, last part): the customer area under 16 clients, vs a bare route.
 
     python -m bench.web [--db sqlite|postgresql|both] [--connections 16] [--seconds 8]
-                        [--warmup 1] [--tickets 10000] [--messages 100000] [--client wrk|httpx]
-                        [--out var/bench]
+                        [--warmup 1] [--web-processes 2] [--tickets 10000]
+                        [--messages 100000] [--client wrk|httpx] [--out var/bench]
 
 Issue 9. For each database, a fresh one is migrated and loaded (bench.web_data: an organization
 with 10,000 tickets and 100,000 messages, a second one with a few tickets, one 200 KB PDF), then
-`helpdesk serve` runs it in its own process as production does. A contact logs in with httpx;
-wrk (bench.web_load) then loads, from another process with 16 connections, the ticket lists, a
-ticket page and a file download with that session, and a bare Starlette route
-(bench.bare_web, its own process, same uvicorn settings) returning a page of the list's size.
+`helpdesk serve` runs it as production does (HELPDESK_WEB_PROCESSES web processes, 2 unless
+--web-processes says otherwise). A contact logs in with httpx; wrk (bench.web_load) then loads,
+from another process with 16 connections, the ticket lists, a ticket page and a file download
+with that session, and a bare Starlette route (bench.bare_web: as many processes, served by the
+same web.server code) returning a page of the list's size.
 Targets: list p99 under 50 ms, list requests/s at least 0.30 of the bare route's. Prints a table
 per database and writes OUT/web.json. About a minute per database.
 """
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="measured seconds per route (default 8)")
     parser.add_argument("--warmup", type=float, default=1.0,
                         help="seconds of sequential requests before each route (default 1)")
+    parser.add_argument("--web-processes", type=int, default=2,
+                        help="web processes of the gateway, and of the bare route (default 2)")
     parser.add_argument("--tickets", type=int, default=10_000)
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--client", choices=["wrk", "httpx"], default=web_load.default_client(),
@@ -74,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     facts = {**report.host_facts(), "client": args.client,
-             "connections": args.connections, "seconds": args.seconds, "warmup": args.warmup}
+             "connections": args.connections, "web_processes": args.web_processes,
+             "seconds": args.seconds, "warmup": args.warmup}
     print(web_report.header(facts), flush=True)
     results = [run_database(db, args) for db in (DATABASES if args.db == "both" else [args.db])]
 
@@ -107,7 +111,8 @@ def run_database(db: str, args: argparse.Namespace) -> dict:
                               round(time.monotonic() - started, 1)}
             print(f"  loaded {data.tickets} tickets, {data.messages} messages in "
                   f"{result['data']['load_seconds']} s", flush=True)
-            with web_servers.gateway(url, workdir / "var", workdir / "storage") as port:
+            with web_servers.gateway(url, workdir / "var", workdir / "storage",
+                                     args.web_processes) as port:
                 measure(f"http://127.0.0.1:{port}", data, args, result)
     except Exception as exc:  # e.g. PostgreSQL not reachable: say so in the table
         result["error"] = f"{type(exc).__name__}: {exc}"
@@ -123,7 +128,7 @@ def measure(base: str, data: Loaded, args: argparse.Namespace, result: dict) -> 
     todo = routes(data)
     probes = {route.name: probe(base + route.path, cookie) for route in todo}
     list_bytes = probes[todo[0].name]["bytes"]
-    with web_servers.bare(list_bytes) as bare_port:
+    with web_servers.bare(list_bytes, args.web_processes) as bare_port:
         bare_url = f"http://127.0.0.1:{bare_port}/"
         measured = [("bare page", bare_url, None, probe(bare_url, None), False)]
         measured += [(r.name, base + r.path, cookie, probes[r.name], r.is_list) for r in todo]

@@ -19,7 +19,8 @@ def header(facts: dict) -> str:
         report.host_header(facts, "helpdesk web benchmark"),
         f"client: {facts['client']}, {facts['connections']} connections for {facts['seconds']} s "
         f"per route, after {facts['warmup']:g} s of requests one at a time; server: "
-        f"`helpdesk serve` (one process, uvicorn)",
+        f"`helpdesk serve` with {facts['web_processes']} web process(es) (uvicorn), the bare route "
+        f"in as many",
     ])
 
 
@@ -80,5 +81,6 @@ NOTES = (
     "non-2xx: responses of status 400 or more during the load (a route not written yet answers "
     "404); +Nerr: socket errors and timeouts (30 s).\n"
     "vs bare: req/s / the bare route's req/s (a plain Starlette `def` route returning a fixed page "
-    "of the completed list's size, its own process, the same uvicorn settings)."
+    "of the completed list's size, as many processes of its own as the gateway's web, served by "
+    "the same code: web.server, on the event loop like the gateway's read-only pages)."
 )

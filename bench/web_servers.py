@@ -46,20 +46,23 @@ def running(command: list[str], banner: str, env: dict[str, str] | None = None,
         reader.join(5)
 
 
-def gateway(database_url: str, var_dir: Path, storage_dir: Path) -> AbstractContextManager[int]:
+def gateway(database_url: str, var_dir: Path, storage_dir: Path,
+            web_processes: int) -> AbstractContextManager[int]:
     """`helpdesk serve` as production runs it, on free ports; yields the web port."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HELPDESK_")}
     env.update({"HELPDESK_DATABASE_URL": database_url, "HELPDESK_VAR_DIR": str(var_dir),
                 "HELPDESK_STORAGE_DIR": str(storage_dir), "HELPDESK_SECRET_KEY": SECRET_KEY,
-                "HELPDESK_SMTP_PORT": "0", "HELPDESK_WEB_PORT": "0"})
+                "HELPDESK_SMTP_PORT": "0", "HELPDESK_WEB_PORT": "0",
+                "HELPDESK_WEB_PROCESSES": str(web_processes)})
     helpdesk = Path(sys.executable).parent / "helpdesk"
     command = [str(helpdesk)] if helpdesk.exists() else [sys.executable, "-m", "gateway.cli"]
     return running([*command, "serve"], r"web\s+http://\S+:(\d+)/", env)
 
 
-def bare(page_bytes: int) -> AbstractContextManager[int]:
+def bare(page_bytes: int, processes: int) -> AbstractContextManager[int]:
     """bench.bare_web serving a page of ``page_bytes``; yields its port."""
-    return running([sys.executable, "-m", "bench.bare_web", "--bytes", str(page_bytes)],
+    return running([sys.executable, "-m", "bench.bare_web", "--bytes", str(page_bytes),
+                    "--processes", str(processes)],
                    r"bare web http://\S+:(\d+)/")
 
 

@@ -53,6 +53,7 @@ def environment(template_dirs: Path | list[Path], lang: str) -> Environment:
         extensions=["jinja2.ext.i18n"],
         keep_trailing_newline=True,
         lstrip_blocks=True,
+        auto_reload=False,  # templates are code: read once per process, not stat()ed per render
     )
     env.policies["ext.i18n.trimmed"] = True
     env.install_gettext_translations(translations(lang), newstyle=True)  # type: ignore[attr-defined]

@@ -1,5 +1,5 @@
-"""One gateway: the SMTP server, the IMAP pollers, the web site and housekeeping on one event loop,
-the ingest workers and the outbox sender in worker processes, all watched by a supervisor.
+"""One gateway: the SMTP server, the IMAP pollers and housekeeping on one event loop; the ingest
+workers, the outbox sender and the web processes in worker processes; all watched by a supervisor.
 
 Blocking work (disk, database, parsing) runs in threads or in the worker processes, so a large
 mail never stalls acceptance. Several gateways may share one PostgreSQL database: both queues are
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import socket
@@ -17,7 +18,6 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-import uvicorn
 from sqlalchemy.engine import Engine
 
 from gateway.channels.imap_poller import ImapPoller
@@ -29,14 +29,13 @@ from gateway.outbound.sender import Sender, sender_from_settings
 from gateway.ratings import forget_old_openings, queue_reminders
 from gateway.settings import Settings
 from gateway.supervisor import Supervisor, TaskPart, ThreadPart
-from gateway.worker import Signals, WorkerProcess, bump, run_ingest, run_sender
+from gateway.worker import Signals, WorkerProcess, bump, run_ingest, run_sender, run_web
 from gateway.workflow import Workflow
 from storage import inbound, outbox, queues, throttle
 from storage.blobs import BlobStore
 from storage.db import make_engine
 from storage.faults import describe, is_unavailable
 from storage.models import InboundMessage, Notification, utcnow
-from web.app import create_app
 from web.throttle import KEPT as THROTTLE_KEPT
 
 log = logging.getLogger("gateway.service")
@@ -89,7 +88,7 @@ class Service:
         self.parts = build(settings, engine)
         self.smtp_port = 0
         self.web_port = 0
-        self._web_task: asyncio.Task[None] | None = None
+        self._web_port_held: socket.socket | None = None
         self._supervising: asyncio.Task[None] | None = None
         self.supervisor = Supervisor()
         self.workers: list[WorkerProcess] = []
@@ -99,19 +98,21 @@ class Service:
                                             lock_wait=settings.smtp_store_timeout),
             "accepted mails (their clients will send them again: recorded as duplicates)")
         self._smtp: asyncio.Server | None = None
-        self._web: uvicorn.Server | None = None
         self._imap: list[ImapPoller] = []
-        count = settings.ingest_processes
+        count = settings.ingest_processes + 1 + settings.web_processes  # the sender is one
         context = multiprocessing.get_context("spawn")
         self.signals = Signals(context.RawValue("b", 0), context.RawValue("Q", 0),
-                               context.RawValue("Q", 0), context.RawArray("b", count + 1))
+                               context.RawValue("Q", 0), context.RawArray("b", count))
 
     async def start(self) -> None:
         parts, settings = self.parts, self.settings
         smtp_sock = bind(settings.smtp_host, settings.smtp_port)
-        web_sock = bind(settings.web_host, settings.web_port)
+        # The web port is reserved here (a free one if the setting is 0) and served by the web
+        # processes, each on a socket of its own bound to it (web.server).
+        self._web_port_held = bind(settings.web_host, settings.web_port, listen=False,
+                                   share=True)
         self.smtp_port = smtp_sock.getsockname()[1]
-        self.web_port = web_sock.getsockname()[1]
+        self.web_port = self._web_port_held.getsockname()[1]
 
         handler = GatewayHandler(
             settings.accepts_recipient,
@@ -121,17 +122,9 @@ class Service:
         )
         self._smtp = await start_server(handler, smtp_sock, hostname=_smtp_hostname(settings),
                                         max_size=settings.smtp_max_size)
-        # Ingestion and sending run in worker processes of their own, on the other cores.
+        # Ingestion, sending and the web site run in worker processes of their own, on the
+        # other cores.
         await self._start_workers()
-        app = create_app(settings, parts.engine, parts.workflow)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-        self._web = uvicorn.Server(config)
-        self._web_task = asyncio.create_task(self._web.serve(sockets=[web_sock]), name="web")
-        while not self._web.started:
-            await asyncio.sleep(0.01)
-            if self._web_task.done():
-                self._web_task.result()  # surface why the web server could not start
-        self._web_task.add_done_callback(self._web_ended)
         self._tasks = [TaskPart("housekeeping", self._housekeeping_loop)]
         # One thread per IMAP mailbox; a stored mail wakes the ingest workers as SMTP does.
         self._imap = [
@@ -157,6 +150,13 @@ class Service:
         self.workers.append(
             WorkerProcess("sender", "sender", run_sender, settings, self.signals,
                           settings.ingest_processes, lambda holder: outbox.release(engine, holder)))
+        web_settings = dataclasses.replace(settings, web_port=self.web_port)
+        first_web_slot = settings.ingest_processes + 1
+        self.workers += [
+            WorkerProcess(f"web process {n}", "web", run_web, web_settings, self.signals,
+                          first_web_slot + n, lambda holder: 0)
+            for n in range(settings.web_processes)
+        ]
         for worker in self.workers:
             worker.start()
             self.supervisor.watch(worker)
@@ -178,21 +178,11 @@ class Service:
         self.signals.stop.value = 1
         deadline = time.monotonic() + 15
         await asyncio.gather(*(asyncio.to_thread(w.stop, deadline) for w in self.workers))
-        if self._web is not None:
-            self._web.should_exit = True
         for task in self._tasks:
             await task.stop()
-        if self._web_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._web_task
+        if self._web_port_held is not None:
+            self._web_port_held.close()
         self.parts.engine.dispose()
-
-    def _web_ended(self, task: asyncio.Task[None]) -> None:
-        """The web site is not restarted (its socket goes with it), but never ends unnoticed."""
-        if self._web is not None and not self._web.should_exit:
-            reason = "cancelled" if task.cancelled() else repr(task.exception() or "returned")
-            log.critical("the web site stopped (%s); mail is still accepted and processed, "
-                         "restart the gateway to serve pages again", reason)
 
     async def _store(self, raw: bytes, mail_from: str, rcpt_tos: tuple[str, ...],
                      peer: str) -> int:

@@ -65,6 +65,7 @@ class Settings:
     flood_window_minutes: int
     max_attachment_size: int
     ingest_processes: int
+    web_processes: int
     lease_seconds: float
     worker_poll_seconds: float
     imap_mailboxes: tuple[ImapMailbox, ...] = ()
@@ -123,6 +124,7 @@ class Settings:
             lease_seconds=float(get("LEASE_SECONDS", "30")),
             ingest_processes=int(get("INGEST_PROCESSES", str(max(1, (os.cpu_count() or 2) - 1)))),
             worker_poll_seconds=float(get("WORKER_POLL_SECONDS", "1.0")),
+            web_processes=max(1, int(get("WEB_PROCESSES", "2"))),
             imap_mailboxes=imap_mailboxes(get("IMAP_MAILBOXES", "")),
             imap_poll_seconds=_positive(get("IMAP_POLL_SECONDS", "60")),
             imap_idle_seconds=min(_positive(get("IMAP_IDLE_SECONDS", "300")), IMAP_IDLE_LIMIT),

@@ -1,5 +1,5 @@
-"""The gateway's worker processes: ingest workers (lease queued mails, prepare, apply) and the
-outbox sender.
+"""The gateway's worker processes: ingest workers (lease queued mails, prepare, apply), the
+outbox sender and the web processes.
 
 Each is an OS process of its own, started by ``helpdesk serve`` and watched by its supervisor
 (gateway.supervisor), so parsing and the database work of ingestion, and the waits on the relay,
@@ -121,6 +121,27 @@ def run_sender(settings: Settings, signals: Signals, slot: int, sender_id: str,
     engine.dispose()
 
 
+def run_web(settings: Settings, signals: Signals, slot: int, holder: str, parent_pid: int,
+            log_level: int) -> None:
+    """The body of one web process: the customer area, on a socket of its own bound to the
+    gateway's web port (web.server), until the gateway stops or is gone."""
+    _begin(log_level)
+    from storage.db import make_engine
+    from web.app import create_app
+    from web.server import serve
+
+    engine = make_engine(settings.database_url)
+    app = create_app(settings, engine)
+
+    def started() -> None:
+        signals.ready[slot] = 1
+
+    asyncio.run(serve(app, settings.web_host, settings.web_port, on_started=started,
+                      should_stop=lambda: bool(signals.stop.value)
+                      or os.getppid() != parent_pid))
+    engine.dispose()
+
+
 def _failed(what: str, exc: BaseException) -> None:
     """A temporary error is logged once by the outage log (storage.faults), not every second."""
     if is_temporary(exc):
@@ -229,6 +250,8 @@ class WorkerProcess:
 
     def after_death(self) -> str:
         """Put back what the dead process held; say what was put back."""
+        if self.role == "web":
+            return "a web process holds nothing"
         count = self._put_back(self.holder)
         return f"{count} {'lease(s)' if self.role == 'ingest' else 'claim(s)'} put back"
 

@@ -88,7 +88,8 @@ def _configure_sqlite(engine: Engine) -> None:
             connection.exec_driver_sql(f"PRAGMA busy_timeout={wait_ms}")
             info["busy_timeout"] = wait_ms
         mode = options.get(_BEGIN_OPTION, "DEFERRED")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        if mode is not None:
+            connection.exec_driver_sql(f"BEGIN {mode}")
 
 
 @contextmanager
@@ -118,6 +119,12 @@ def transaction(engine: Engine, *, write: bool = True,
         except BaseException:
             session.rollback()
             raise
+
+
+def single_read() -> dict[str, object]:
+    """Execution options for a connection that runs one read and nothing else: on SQLite, no
+    ``BEGIN`` of its own (the statement is its own transaction, as consistent as one)."""
+    return {_BEGIN_OPTION: None}
 
 
 def supports_skip_locked(engine: Engine) -> bool:

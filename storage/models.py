@@ -42,6 +42,10 @@ class Organization(SQLModel, table=True):
     name: str = Field(max_length=200)
     sla_plan: str = Field(default="standard", max_length=32)
     created_at: datetime = Field(default_factory=utcnow)
+    # Raised by the database (triggers of migration 0010) whenever one of the organization's
+    # tickets is added, changed or removed: what the customer area's list cache is keyed by.
+    ticket_version: int = Field(default=0, sa_column=Column(
+        BigInteger, nullable=False, server_default="0"))
 
 
 class OrganizationDomain(SQLModel, table=True):

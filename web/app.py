@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -23,6 +25,7 @@ from gateway.workflow import Workflow
 from storage.blobs import BlobStore
 from storage.faults import is_unavailable
 from web import accounts, auth, contacts, new_ticket, ratings, site, tickets, verification
+from web.fragments import Fragments
 from web.pages import Brand, Pages
 from web.throttle import Throttle
 
@@ -45,6 +48,21 @@ class IdConvertor(Convertor[int]):
 
 
 register_url_convertor("id", IdConvertor())
+
+
+def on_loop(page: Callable[[Request], Response]) -> Callable[[Request], Awaitable[Response]]:
+    """A page that only reads, run on its web process's event loop instead of Starlette's
+    thread pool: the hop to a thread and back, and threads taking the interpreter lock from
+    each other, cost more than such a page's queries (a read never waits for a lock: SQLite in
+    WAL mode, PostgreSQL's snapshots). Each web process then serves one such page at a time;
+    HELPDESK_WEB_PROCESSES of them serve side by side. Anything that writes, and so may wait
+    for a lock, stays in the thread pool (``web.forms.posted``, the star links' page)."""
+
+    @functools.wraps(page)
+    async def endpoint(request: Request) -> Response:
+        return page(request)
+
+    return endpoint
 
 
 async def home(request: Request) -> Response:
@@ -77,26 +95,26 @@ def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = N
     app = Starlette(
         routes=[
             Route("/", home),
-            Route("/login", auth.login_page, methods=["GET"]),
+            Route("/login", on_loop(auth.login_page), methods=["GET"]),
             Route("/login", auth.login_submit, methods=["POST"]),
             Route("/logout", auth.logout, methods=["POST"]),
-            Route("/tickets", tickets.list_page),
-            Route("/tickets/new", new_ticket.form_page, methods=["GET"]),
+            Route("/tickets", on_loop(tickets.list_page)),
+            Route("/tickets/new", on_loop(new_ticket.form_page), methods=["GET"]),
             Route("/tickets/new", new_ticket.submit, methods=["POST"]),
-            Route("/tickets/{number:id}", tickets.detail_page),
+            Route("/tickets/{number:id}", on_loop(tickets.detail_page)),
             Route("/tickets/{number:id}/answer", tickets.answer_submit, methods=["POST"]),
-            Route("/tickets/{number:id}/files/{file_id:id}", tickets.download),
+            Route("/tickets/{number:id}/files/{file_id:id}", on_loop(tickets.download)),
             Route("/tickets/{number:id}/rating", ratings.ticket_submit, methods=["POST"]),
-            Route("/contacts", contacts.list_page),
-            Route("/contacts/new", contacts.new_page, methods=["GET"]),
+            Route("/contacts", on_loop(contacts.list_page)),
+            Route("/contacts/new", on_loop(contacts.new_page), methods=["GET"]),
             Route("/contacts/new", contacts.new_submit, methods=["POST"]),
-            Route("/contacts/{contact_id:id}", contacts.edit_page, methods=["GET"]),
+            Route("/contacts/{contact_id:id}", on_loop(contacts.edit_page), methods=["GET"]),
             Route("/contacts/{contact_id:id}", contacts.edit_submit, methods=["POST"]),
             Route("/contacts/{contact_id:id}/active", contacts.active_submit,
                   methods=["POST"]),
             Route("/contacts/requests/{request_id:id}", contacts.decide_submit,
                   methods=["POST"]),
-            Route("/privacy", site.privacy_page),
+            Route("/privacy", on_loop(site.privacy_page)),
             Route("/language", site.language_submit, methods=["POST"]),
             Route("/rate/{token}", ratings.link_page, methods=["GET"]),
             Route("/rate/{token}", ratings.link_submit, methods=["POST"]),
@@ -126,6 +144,7 @@ def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = N
     app.state.pages = Pages(settings.timezone, Brand(
         company=settings.company_name, logo_url=settings.logo_url,
         privacy_url=settings.privacy_url, support_address=settings.support_address))
+    app.state.fragments = Fragments()
     app.state.blobs = BlobStore(settings.storage_dir)
     app.state.kept_files = KeptFiles(str(settings.secret_key))
     app.state.login_throttle = Throttle(engine, "login", max_failures=5, window_seconds=900)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from sqlmodel import Session
+from sqlalchemy import bindparam
+from sqlmodel import Session, col, select
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from storage.models import Contact
+from storage.db import single_read
+from storage.models import Contact, Organization
 from storage.passwords import verify_password
 from storage.tickets import contact_by_email, unrated_count
 from web import csrf
@@ -20,28 +22,43 @@ REMEMBER_SECONDS = 180 * 24 * 3600
 RATING_REMINDER = "rating_reminder"  # session key: unrated tickets to mention once after login
 
 
-def current_contact(request: Request, session: Session | None = None) -> Contact | None:
-    """The logged-in contact, also kept on ``request.state`` for the page templates; read in
-    the page's own database session if it gives one (one connection a request)."""
+# Who is signed in: the contact's row and their organization's ticket version, in one query.
+# Only an active, verified contact is signed in.
+_SIGNED_IN = (select(Contact.__table__, Organization.ticket_version)  # type: ignore[attr-defined]
+              .join(Organization, col(Organization.id) == Contact.organization_id)
+              .where(col(Contact.id) == bindparam("contact_id"), col(Contact.active),
+                     Contact.state == "verified"))
+
+
+def current_contact(request: Request) -> Contact | None:
+    """The signed-in contact, also kept on ``request.state`` for the page templates, with their
+    organization's ticket version on ``request.state.ticket_version`` (what the ticket lists
+    are cached by, web.fragments).
+
+    Every page asks this first, so it is one Core query on a connection of its own, not an
+    ORM load: the contact is a read-only snapshot (``model_construct`` from the row), attached
+    to no database session; a handler that changes the contact loads it (site.language_submit)."""
     contact_id = request.session.get("contact_id")
-    contact = None
-    if contact_id is not None:
-        if session is not None:
-            contact = session.get(Contact, contact_id)
-        else:
-            with Session(request.app.state.engine) as own:
-                contact = own.get(Contact, contact_id)
-        if contact is None or not contact.active or contact.state != "verified":
-            request.session.clear()
-            contact = None
+    contact, version = None, None
+    if isinstance(contact_id, int):
+        with request.app.state.engine.connect() as connection:
+            row = connection.execution_options(**single_read()).execute(
+                _SIGNED_IN, {"contact_id": contact_id}).first()
+        if row is not None:
+            fields = dict(row._mapping)
+            version = fields.pop("ticket_version")
+            contact = Contact.model_construct(**fields)
+    if contact is None and contact_id is not None:
+        request.session.clear()  # deactivated, rejected or gone meanwhile: signed out
     request.state.contact = contact
+    request.state.ticket_version = version
     return contact
 
 
-def signed_in(request: Request, session: Session | None = None) -> Contact | Response:
-    """The logged-in contact, or the way to the login page, which brings the visitor back
+def signed_in(request: Request) -> Contact | Response:
+    """The signed-in contact, or the way to the login page, which brings the visitor back
     here afterwards."""
-    contact = current_contact(request, session)
+    contact = current_contact(request)
     if contact is not None:
         return contact
     here = request.url.path + (f"?{request.url.query}" if request.url.query else "")

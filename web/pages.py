@@ -9,6 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
@@ -63,6 +64,10 @@ class Pages:
         )
         return HTMLResponse(page, status_code=status_code,
                             headers={"Content-Language": lang, "Cache-Control": "no-store"})
+
+    def fragment(self, name: str, lang: str, context: dict[str, Any]) -> Markup:
+        """A part of a page, rendered on its own from ``context`` alone (web.fragments)."""
+        return Markup(self._envs[lang].get_template(name).render(**context))  # noqa: S704 (autoescaped template)
 
 
 # The HTTP status of a signed link we cannot use, by reason (gateway.links.BadLink): a broken

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from email import message_from_bytes, policy
 from typing import Any
 
+from markupsafe import Markup
 from sqlmodel import Session, col, select
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -19,11 +20,19 @@ from gateway import customer_requests
 from gateway.ratings import RATEABLE_STATUSES, is_final
 from gateway.workflow import reopenable
 from storage.db import transaction
-from storage.models import Attachment, Contact, Message, Notification, StatusChange, Ticket
+from storage.models import (
+    Attachment,
+    Contact,
+    Message,
+    Notification,
+    StatusChange,
+    Ticket,
+)
 from storage.tickets import GROUPS, ticket_by_number, ticket_page
 from web import csrf
 from web.auth import RATING_REMINDER, signed_in
 from web.forms import posted
+from web.pages import language_of
 from web.uploads import kept_tokens, received_files
 
 PER_PAGE = 25
@@ -37,16 +46,30 @@ def list_page(request: Request) -> Response:
         group = "open"
     search = request.query_params.get("q", "")[:200]
     page_number = _number(request.query_params.get("page"), 1)
-    with Session(request.app.state.engine) as session:
-        contact = signed_in(request, session)
-        if not isinstance(contact, Contact):
-            return contact
-        page = ticket_page(session, contact.organization_id, group, page=page_number,
-                           per_page=PER_PAGE, search=search)
+    pages = request.app.state.pages
+    contact = signed_in(request)
+    if not isinstance(contact, Contact):
+        return contact
+    organization_id = contact.organization_id
+    lang = language_of(request)
+
+    def render() -> Markup:
+        with Session(request.app.state.engine) as session:
+            page = ticket_page(session, organization_id, group, page=page_number,
+                               per_page=PER_PAGE, search=search)
+        return pages.fragment("_ticket_list.html", lang,
+                              {"page": page, "group": group, "search": search})
+
+    # The version is read with the contact, before the tickets: a change that lands in
+    # between is then shown under the older version at worst, never older tickets under the
+    # newer one.
+    listing = request.app.state.fragments.get(
+        ("tickets", organization_id, request.state.ticket_version, lang, group, page_number,
+         search), render)
     unrated = request.session.pop(RATING_REMINDER, 0)
-    return request.app.state.pages.render(
+    return pages.render(
         request, "tickets.html",
-        {"page": page, "group": group, "groups": list(GROUPS), "search": search,
+        {"listing": listing, "group": group, "groups": list(GROUPS), "search": search,
          "unrated": unrated},
     )
 
@@ -68,10 +91,10 @@ def _detail(request: Request, number: int, *, answer: str = "", errors: dict | N
             status_code: int = 200) -> Response:
     pages = request.app.state.pages
     settings = request.app.state.settings
+    contact = signed_in(request)
+    if not isinstance(contact, Contact):
+        return contact
     with Session(request.app.state.engine) as session:
-        contact = signed_in(request, session)
-        if not isinstance(contact, Contact):
-            return contact
         ticket = _visible_ticket(session, contact, number)
         if ticket is None:
             return pages.render(request, "error.html", {"error": "not_found"}, status_code=404)
@@ -222,10 +245,10 @@ def answer_submit(request: Request, form: FormData) -> Response:
 def download(request: Request) -> Response:
     """A file of a ticket, for its organization only: served with the type we detected (never
     the sender's claim), as an attachment unless it is an image, and never sniffed."""
+    contact = signed_in(request)
+    if not isinstance(contact, Contact):
+        return contact
     with Session(request.app.state.engine) as session:
-        contact = signed_in(request, session)
-        if not isinstance(contact, Contact):
-            return contact
         ticket = _visible_ticket(session, contact, request.path_params["number"])
         item = session.get(Attachment, request.path_params["file_id"])
     if (ticket is None or item is None or item.ticket_id != ticket.id or not item.accepted

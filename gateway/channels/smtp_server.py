@@ -100,15 +100,23 @@ async def start_server(
     return await loop.create_server(factory, sock=sock)
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, *, listen: bool = True, share: bool = False) -> socket.socket:
     """A listening TCP socket. Named IPPROTO_TCP, not 0: asyncio turns Nagle's algorithm off
     (TCP_NODELAY) only on connections of such a socket, and with it on, a reply written in two
     pieces (headers then body, or a multi-line SMTP answer) waits ~40 ms for the peer's delayed
-    ACK."""
+    ACK.
+
+    ``share``: with SO_REUSEPORT, so that several processes each listen on a socket of their
+    own bound to the same port and the kernel spreads new connections evenly among them (one
+    socket shared by all would let whichever process wakes first accept a whole burst).
+    ``listen=False`` only reserves the port (such a socket is given no connections)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if share:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(128)
+    if listen:
+        sock.listen(128)
     sock.setblocking(False)
     return sock

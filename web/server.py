@@ -1,0 +1,50 @@
+"""How a web process serves: uvicorn on a socket of its own bound to the shared web port.
+
+``helpdesk serve`` starts HELPDESK_WEB_PROCESSES of them (gateway.worker.run_web), and the web
+benchmark's bare route (bench.bare_web) is served by the same function, so that both always
+run with the same settings. Each process listens on its own SO_REUSEPORT socket, and the kernel
+spreads new connections evenly among them; a process serves until ``should_stop`` says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+from collections.abc import Callable, Iterator
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from gateway.channels.smtp_server import bind
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # Ctrl-C reaches the whole process group: the gateway decides when its web processes
+        # stop (should_stop), not uvicorn's own signal handlers.
+        yield
+
+
+async def serve(app: ASGIApp, host: str, port: int, *, on_started: Callable[[], None],
+                should_stop: Callable[[], bool], check_every: float = 0.2) -> None:
+    sock = bind(host, port, share=True)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=5)
+    server = _Server(config)
+    # What start-up made (modules, templates, mappers) lives as long as the process: kept out
+    # of the collector's full passes, which would otherwise walk all of it during requests.
+    gc.collect()
+    gc.freeze()
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+        if task.done():
+            task.result()  # why it could not start
+    on_started()
+    while not task.done():
+        if should_stop():
+            server.should_exit = True
+        await asyncio.wait({task}, timeout=check_every)
+    task.result()
