@@ -23,6 +23,7 @@ from gateway.settings import Settings
 from gateway.uploads import KeptFiles
 from gateway.workflow import Workflow
 from storage.blobs import BlobStore
+from storage.db import LoopReads
 from storage.faults import is_unavailable
 from web import accounts, auth, contacts, new_ticket, ratings, site, tickets, verification
 from web.fragments import Fragments
@@ -140,6 +141,7 @@ def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = N
                             SQLAlchemyError: database_error},
     )
     app.state.engine = engine
+    app.state.loop_reads = LoopReads(engine)
     app.state.settings = settings
     app.state.pages = Pages(settings.timezone, Brand(
         company=settings.company_name, logo_url=settings.logo_url,

@@ -10,7 +10,6 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from storage.db import single_read
 from storage.models import Contact, Organization
 from storage.passwords import verify_password
 from storage.tickets import contact_by_email, unrated_count
@@ -35,15 +34,13 @@ def current_contact(request: Request) -> Contact | None:
     organization's ticket version on ``request.state.ticket_version`` (what the ticket lists
     are cached by, web.fragments).
 
-    Every page asks this first, so it is one Core query on a connection of its own, not an
-    ORM load: the contact is a read-only snapshot (``model_construct`` from the row), attached
+    Every page asks this first, so it is one Core query (storage.db.LoopReads), not an ORM
+    load: the contact is a read-only snapshot (``model_construct`` from the row), attached
     to no database session; a handler that changes the contact loads it (site.language_submit)."""
     contact_id = request.session.get("contact_id")
     contact, version = None, None
     if isinstance(contact_id, int):
-        with request.app.state.engine.connect() as connection:
-            row = connection.execution_options(**single_read()).execute(
-                _SIGNED_IN, {"contact_id": contact_id}).first()
+        row = request.app.state.loop_reads.first(_SIGNED_IN, {"contact_id": contact_id})
         if row is not None:
             fields = dict(row._mapping)
             version = fields.pop("ticket_version")

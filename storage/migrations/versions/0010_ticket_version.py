@@ -1,6 +1,9 @@
 """a version number per organization that every change to one of its tickets raises (a trigger),
 so that the customer area can keep a rendered ticket list until the tickets change
 
+Only changes to what a list shows or selects by count (LISTED): a rating reminder's time, say,
+changes no list.
+
 Revision ID: 0010
 Revises: 0009
 Create Date: 2026-11-30
@@ -20,13 +23,15 @@ down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# What web/templates/_ticket_list.html shows, and what storage.tickets.ticket_page selects by.
+LISTED = "number, organization_id, subject, status, rating, created_at, updated_at"
 BUMP = "UPDATE organization SET ticket_version = ticket_version + 1 WHERE id = {row}.organization_id"
 
 SQLITE_TRIGGERS = {
     "ticket_version_insert": f"AFTER INSERT ON ticket BEGIN {BUMP.format(row='NEW')}; END",
-    "ticket_version_update": (f"AFTER UPDATE ON ticket BEGIN {BUMP.format(row='NEW')}; "
-                              f"{BUMP.format(row='OLD')} AND OLD.organization_id != "
-                              f"NEW.organization_id; END"),
+    "ticket_version_update": (f"AFTER UPDATE OF {LISTED} ON ticket BEGIN "
+                              f"{BUMP.format(row='NEW')}; {BUMP.format(row='OLD')} "
+                              f"AND OLD.organization_id != NEW.organization_id; END"),
     "ticket_version_delete": f"AFTER DELETE ON ticket BEGIN {BUMP.format(row='OLD')}; END",
 }
 
@@ -55,8 +60,8 @@ def upgrade() -> None:
             op.execute(f"CREATE TRIGGER {name} {body}")
     else:
         op.execute(POSTGRESQL_FUNCTION)
-        op.execute("CREATE TRIGGER ticket_version AFTER INSERT OR UPDATE OR DELETE ON ticket "
-                   "FOR EACH ROW EXECUTE FUNCTION bump_ticket_version()")
+        op.execute(f"CREATE TRIGGER ticket_version AFTER INSERT OR UPDATE OF {LISTED} OR DELETE "
+                   f"ON ticket FOR EACH ROW EXECUTE FUNCTION bump_ticket_version()")
 
 
 def downgrade() -> None:
