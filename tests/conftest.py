@@ -220,6 +220,7 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
         "HELPDESK_DATABASE_URL": db_url,
         "HELPDESK_SMTP_PORT": "0",
         "HELPDESK_WEB_PORT": "0",
+        "HELPDESK_WEB_PROCESSES": "1",
         "HELPDESK_SUPPORT_ADDRESS": "soporte@example.com",
         "HELPDESK_SECRET_KEY": "test-secret-key-not-for-production",
         "HELPDESK_WORKER_POLL_SECONDS": "0.2",

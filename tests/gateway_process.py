@@ -19,7 +19,8 @@ class GatewayProcess:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("HELPDESK_")}
         self.env.update({"HELPDESK_DATABASE_URL": db_url, "HELPDESK_VAR_DIR": str(var_dir),
                          "HELPDESK_SECRET_KEY": "process-test-key", "HELPDESK_SMTP_PORT": "0",
-                         "HELPDESK_WEB_PORT": "0", "HELPDESK_WORKER_POLL_SECONDS": "0.2", **env})
+                         "HELPDESK_WEB_PORT": "0", "HELPDESK_WORKER_POLL_SECONDS": "0.2",
+                         "HELPDESK_WEB_PROCESSES": "1", **env})
         self.lines: list[str] = []
         self.proc: subprocess.Popen[str] | None = None
         self.smtp_port = 0

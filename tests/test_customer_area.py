@@ -23,6 +23,7 @@ from storage.models import (
     Contact,
     Message,
     Notification,
+    Organization,
     StatusChange,
     Ticket,
     VerificationRequest,
@@ -554,6 +555,51 @@ def test_lists_are_paginated_newest_first_with_correct_plurals(parts, client):
         for found in session.exec(select(Ticket).where(Ticket.number > 1001)):
             parts.workflow.change_status(session, found, "cancelled", "test")
     assert "1 ticket abierto" in client.get("/tickets").text
+
+
+def organization_version(parts, email: str = MARIA) -> int:
+    with Session(parts.engine) as session:
+        return session.get(Organization, contact(parts, email).organization_id).ticket_version
+
+
+def test_a_kept_list_is_shown_until_a_change_to_what_it_shows(parts, client):
+    # The rendered list is kept per organization (web.fragments) under the ticket version the
+    # database raises: asked twice it is rendered once; a status change, a new ticket or a
+    # rating shows at once; a change the list does not show (a reminder's time) keeps it.
+    many_tickets(parts, 2)
+    log_in(client)
+    fragments = client.app.state.fragments
+    first = client.get("/tickets").text
+    hits = fragments.hits
+    assert client.get("/tickets").text.count("#100") == first.count("#100") == 2
+    assert fragments.hits == hits + 1
+    before = organization_version(parts)
+    with transaction(parts.engine) as session:
+        found = ticket_by_number(session, 1002)
+        parts.workflow.change_status(session, found, "in_progress", "Ana")
+    assert organization_version(parts) > before
+    page = client.get("/tickets").text
+    assert re.search(r'<a href="/tickets/1002">.*?status-in_progress', page, re.S)
+    with transaction(parts.engine) as session:
+        found = ticket_by_number(session, 1001)
+        parts.workflow.resolve(session, found, "Ana")
+    assert "#1001" not in client.get("/tickets").text
+    assert "#1001" in client.get("/tickets?group=completed").text
+    many_tickets(parts, 1)
+    assert "#1003" in client.get("/tickets").text
+    with transaction(parts.engine) as session:
+        found = ticket_by_number(session, 1001)
+        found.rating = 4
+        session.add(found)
+    assert "4 estrellas" in client.get("/tickets?group=to_rate").text
+    unchanged = organization_version(parts)
+    with transaction(parts.engine) as session:
+        found = ticket_by_number(session, 1001)
+        found.rating_reminded_at = found.updated_at
+        session.add(found)
+    assert organization_version(parts) == unchanged
+    # Lucía's organization has its own version: María's changes leave it alone.
+    assert organization_version(parts, LUCIA) == 0
 
 
 def test_search_finds_by_number_or_by_words_of_the_subject(parts, client):

@@ -287,3 +287,29 @@ def test_html_mails_are_fluid_on_a_phone():
     assert "max-width:600px" in outside_mso
     assert 'width="600"' not in outside_mso
     assert not re.search(r"(?<!max-)width:600px", outside_mso)
+
+
+def test_fixed_trans_blocks_render_as_gettext_would(tmp_path):
+    # gateway.i18n.FixedTranslations translates a {% trans %} block with no variable when the
+    # template is compiled. Its output is that of Jinja2's own i18n extension, which
+    # translates at every render ("%" and "%%" as there, the translation not escaped), in
+    # each language; blocks with variables or plurals are still translated per render.
+    from jinja2 import Environment
+
+    from gateway.i18n import environment, translations
+
+    source = ("{% trans %}Sign out{% endtrans %}|{% trans %}50% off, 100%% sure{% endtrans %}|"
+              "{% trans %}a <b>{% endtrans %}|{% trans count=n %}{{ count }} open ticket"
+              "{% pluralize %}{{ count }} open tickets{% endtrans %}|{{ _('Sign out') }}")
+    (tmp_path / "page.html").write_text(source)
+    for lang in ("es", "en"):
+        standard = Environment(extensions=["jinja2.ext.i18n"], autoescape=True)
+        standard.policies["ext.i18n.trimmed"] = True
+        standard.install_gettext_translations(translations(lang), newstyle=True)
+        ours = environment(tmp_path, lang).get_template("page.html")
+        for n in (1, 2):
+            assert ours.render(n=n) == standard.from_string(source).render(n=n)
+    page = environment(tmp_path, "es").get_template("page.html").render(n=2)
+    assert page.startswith("Cerrar sesión|") and "|2 tickets abiertos|" in page
+    compiled = environment(tmp_path, "es").compile(source, raw=True)
+    assert "Cerrar sesión" in compiled  # fixed in the code, not looked up per render

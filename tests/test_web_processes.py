@@ -1,0 +1,86 @@
+"""The web site's own processes (HELPDESK_WEB_PROCESSES): supervised like the workers, a killed
+one is replaced while the others keep serving; the connection their pages read the signed-in
+contact on comes back after the database dropped it; rendered lists kept in a bounded LRU."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+
+import httpx
+from markupsafe import Markup
+from sqlalchemy import text
+
+from storage.db import LoopReads, make_engine
+from tests.conftest import wait_for
+from tests.gateway_process import GatewayProcess
+from web.fragments import Fragments
+
+
+def test_a_killed_web_process_is_replaced_and_the_site_keeps_answering(db_url, directory,
+                                                                       tmp_path):
+    gateway = GatewayProcess(db_url, tmp_path / "var", HELPDESK_WEB_PROCESSES="2").start()
+    try:
+        first = {part: gateway.pids(part) for part in ("web process 0", "web process 1")}
+        assert all(len(pids) == 1 for pids in first.values()), gateway.log()
+        with httpx.Client(base_url=f"http://127.0.0.1:{gateway.web_port}", timeout=10) as web:
+            assert web.get("/login").status_code == 200
+            os.kill(first["web process 0"][0], signal.SIGKILL)
+            # New connections go to the live process meanwhile: every page is served.
+            answers = [httpx.get(f"http://127.0.0.1:{gateway.web_port}/login", timeout=10)
+                       for _ in range(20)]
+            assert {a.status_code for a in answers} == {200}
+            wait_for(lambda: len(gateway.pids("web process 0")) == 2, timeout=60)
+            wait_for(lambda: httpx.get(f"http://127.0.0.1:{gateway.web_port}/login",
+                                       timeout=10).status_code == 200, timeout=30)
+        assert gateway.proc.poll() is None  # the same `serve` all along
+    finally:
+        gateway.stop()
+    log = gateway.log()
+    assert "web process 0 died (killed by SIGKILL)" in log
+    assert gateway.pids("web process 1") == first["web process 1"]
+    assert "Traceback" not in log
+
+
+def test_the_loop_reads_connection_comes_back_after_the_database_dropped_it(db_url):
+    engine = make_engine(db_url)
+    reads = LoopReads(engine)
+    try:
+        query = text("SELECT 1 + :n")
+        assert reads.first(query, {"n": 1})[0] == 2
+        connection = reads._connection
+        assert connection is not None
+        if engine.dialect.name == "postgresql":
+            with engine.connect() as admin:
+                pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+                admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        else:  # what a server's goodbye amounts to for SQLite: the driver's handle is gone
+            connection.connection.dbapi_connection.close()
+        assert reads.first(query, {"n": 2})[0] == 3  # a new connection, the read done once
+        assert reads._connection is not connection
+    finally:
+        reads.close()
+        engine.dispose()
+
+
+def test_fragments_render_once_per_key_and_forget_the_least_recently_used():
+    rendered: list[str] = []
+
+    def render(name: str):
+        def make() -> Markup:
+            rendered.append(name)
+            return Markup(f"<p>{name}</p>")
+        return make
+
+    kept = Fragments(size=2)
+    assert kept.get("a", render("a")) == Markup("<p>a</p>")
+    assert kept.get("a", render("a")) == Markup("<p>a</p>")
+    kept.get("b", render("b"))
+    kept.get("a", render("a"))  # "a" is now the most recently used
+    kept.get("c", render("c"))  # so "b" goes
+    kept.get("a", render("a"))
+    kept.get("b", render("b"))
+    assert rendered == ["a", "b", "c", "b"]
+    assert (kept.hits, kept.misses) == (3, 4)
+    assert re.fullmatch(r"<p>b</p>", kept.get("b", render("never")))
