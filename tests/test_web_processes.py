@@ -10,7 +10,7 @@ import signal
 
 import httpx
 from markupsafe import Markup
-from sqlalchemy import text
+from sqlalchemy import Integer, bindparam, select, text
 
 from storage.db import LoopReads, make_engine
 from tests.conftest import wait_for
@@ -47,8 +47,8 @@ def test_the_loop_reads_connection_comes_back_after_the_database_dropped_it(db_u
     engine = make_engine(db_url)
     reads = LoopReads(engine)
     try:
-        query = text("SELECT 1 + :n")
-        assert reads.first(query, {"n": 1})[0] == 2
+        query = select((bindparam("n", type_=Integer) + 1).label("v"))
+        assert reads.first(query, {"n": 1}) == {"v": 2}
         connection = reads._connection
         assert connection is not None
         if engine.dialect.name == "postgresql":
@@ -57,11 +57,36 @@ def test_the_loop_reads_connection_comes_back_after_the_database_dropped_it(db_u
                 admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         else:  # what a server's goodbye amounts to for SQLite: the driver's handle is gone
             connection.connection.dbapi_connection.close()
-        assert reads.first(query, {"n": 2})[0] == 3  # a new connection, the read done once
+        assert reads.first(query, {"n": 2}) == {"v": 3}  # a new connection, the read done once
         assert reads._connection is not connection
     finally:
         reads.close()
         engine.dispose()
+
+
+def test_loop_reads_give_what_sqlalchemy_gives_on_any_thread(directory):
+    # The driver-level read of the owner thread and SQLAlchemy's own read (any other thread)
+    # return the same values, with the columns' types applied (booleans, aware datetimes,
+    # NULLs), literal values bound by the statement itself included.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from storage.models import Contact, Organization
+
+    query = (select(Contact.__table__, Organization.ticket_version)
+             .join(Organization, Organization.id == Contact.organization_id)
+             .where(Contact.email == bindparam("email"), Contact.state == "verified"))
+    reads = LoopReads(directory)
+    try:
+        mine = reads.first(query, {"email": "maria.garcia@ferreteria-lopez.es"})
+        with ThreadPoolExecutor(1) as pool:
+            theirs = pool.submit(reads.first, query,
+                                 {"email": "maria.garcia@ferreteria-lopez.es"}).result()
+        assert mine == theirs
+        assert mine["is_manager"] is True and mine["active"] is True
+        assert mine["created_at"].tzinfo is not None and mine["ticket_version"] == 0
+        assert reads.first(query, {"email": "nobody@example.com"}) is None
+    finally:
+        reads.close()
 
 
 def test_fragments_render_once_per_key_and_forget_the_least_recently_used():

@@ -42,9 +42,8 @@ def current_contact(request: Request) -> Contact | None:
     if isinstance(contact_id, int):
         row = request.app.state.loop_reads.first(_SIGNED_IN, {"contact_id": contact_id})
         if row is not None:
-            fields = dict(row._mapping)
-            version = fields.pop("ticket_version")
-            contact = Contact.model_construct(**fields)
+            version = row.pop("ticket_version")
+            contact = Contact.model_construct(**row)
     if contact is None and contact_id is not None:
         request.session.clear()  # deactivated, rejected or gone meanwhile: signed out
     request.state.contact = contact

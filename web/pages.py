@@ -59,8 +59,11 @@ class Pages:
         """Render a page in ``lang`` if given (say, the language of a star link's contact)."""
         lang = pick_language(lang) if lang else language_of(request)
         contact = getattr(request.state, "contact", None)
+        path, query = request.scope["path"], request.scope["query_string"]
         page = self._envs[lang].get_template(name).render(
-            request=request, contact=contact, csrf_token=csrf.token(request), **(context or {})
+            request=request, contact=contact, csrf_token=csrf.token(request),
+            here=f"{path}?{query.decode('latin-1')}" if query else path,
+            section=section_of(path), **(context or {})
         )
         return HTMLResponse(page, status_code=status_code,
                             headers={"Content-Language": lang, "Cache-Control": "no-store"})
@@ -68,6 +71,17 @@ class Pages:
     def fragment(self, name: str, lang: str, context: dict[str, Any]) -> Markup:
         """A part of a page, rendered on its own from ``context`` alone (web.fragments)."""
         return Markup(self._envs[lang].get_template(name).render(**context))  # noqa: S704 (autoescaped template)
+
+
+def section_of(path: str) -> str:
+    """The part of the site a path belongs to, for the main menu's current item."""
+    if path == "/tickets/new":
+        return "new_ticket"
+    if path == "/tickets" or path.startswith("/tickets/"):
+        return "tickets"
+    if path.startswith("/contacts"):
+        return "contacts"
+    return ""
 
 
 # The HTTP status of a signed link we cannot use, by reason (gateway.links.BadLink): a broken
