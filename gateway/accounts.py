@@ -16,6 +16,7 @@ from sqlmodel import Session, func, select
 
 from gateway.links import BadLink, PasswordLinks
 from gateway.workflow import Workflow
+from storage import sessions
 from storage.models import Contact, Organization
 from storage.passwords import hash_password
 from storage.tickets import managers_of
@@ -101,4 +102,8 @@ def password_problem(password: str, repeated: str, contact: Contact) -> str | No
 def set_password(session: Session, contact: Contact, password: str) -> None:
     contact.password_hash = hash_password(password)
     session.add(contact)
+    assert contact.id is not None
+    # Whoever was signed in with the old password (a copied cookie, a shared computer) is
+    # signed out: a new password starts afresh.
+    sessions.end_all(session, contact.id)
     log.info("contact %s set a password through a set-password link", contact.id)

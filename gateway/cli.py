@@ -26,7 +26,7 @@ from gateway.service import Parts, build, run_forever
 from gateway.settings import Settings
 from gateway.verification import decide, pending_request_of
 from gateway.workflow import TransitionError
-from storage import inbound, queues
+from storage import inbound, queues, sessions
 from storage import outbox as outbox_queue
 from storage.db import transaction
 from storage.demo import seed_if_empty
@@ -318,6 +318,21 @@ def contact_invite(ctx: click.Context, email: str) -> None:
         queue_password_link(session, parts.workflow, links, found, invited=True)
     click.echo(f"set-password link queued for {email.lower()} (valid "
                f"{settings.password_link_hours} h)")
+
+
+@contact.command("signout")
+@click.argument("email")
+@click.pass_context
+def contact_signout(ctx: click.Context, email: str) -> None:
+    """Sign a contact out everywhere: every session of theirs in the customer area ends."""
+    parts = _parts(ctx)
+    with transaction(parts.engine) as session:
+        found = contact_by_email(session, email)
+        if found is None:
+            raise click.ClickException(f"no contact {email.lower()}")
+        assert found.id is not None
+        ended = sessions.end_all(session, found.id)
+    click.echo(f"{email.lower()} signed out of {ended} session(s)")
 
 
 @contact.command("verify")

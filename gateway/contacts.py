@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from sqlmodel import Session
 
 from gateway.i18n import LANGUAGES
+from storage import sessions
 from storage.models import Contact
 from storage.tickets import contact_by_email
 
@@ -126,6 +127,9 @@ def set_active(session: Session, actor: Contact, contact: Contact, active: bool)
         raise ContactError("a manager cannot deactivate their own access")
     contact.active = active
     session.add(contact)
+    if not active:
+        assert contact.id is not None
+        sessions.end_all(session, contact.id)  # signed out everywhere, at once
 
 
 def _same_organization(actor: Contact, contact: Contact) -> None:

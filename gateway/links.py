@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 from dataclasses import dataclass
+from datetime import datetime
 
 from itsdangerous import BadSignature, SignatureExpired, Signer, URLSafeTimedSerializer
 
@@ -91,17 +92,22 @@ class _TimedLinks:
         return f"{self.public_url}/{self.path}/{self._serializer.dumps(value)}"
 
     def _load(self, token: str, size: int, max_age: int | None) -> list[int | str]:
+        return self._load_dated(token, size, max_age)[0]
+
+    def _load_dated(self, token: str, size: int,
+                    max_age: int | None) -> tuple[list[int | str], datetime]:
+        """The token's values and when it was made."""
         try:
-            value = self._serializer.loads(
-                token, max_age=self.max_age if max_age is None else max_age
-            )
+            value, made = self._serializer.loads(
+                token, max_age=self.max_age if max_age is None else max_age,
+                return_timestamp=True)
         except SignatureExpired:
             raise BadLink("expired") from None
         except BadSignature:
             raise BadLink("invalid") from None
         if not isinstance(value, list) or len(value) != size:
             raise BadLink("invalid")
-        return value
+        return value, made
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,7 @@ class RatingChoice:
     ticket_number: int
     contact_id: int
     stars: int
+    made_at: datetime | None = None  # when the link was made (its mail written)
 
 
 class RatingLinks(_TimedLinks):
@@ -130,10 +137,10 @@ class RatingLinks(_TimedLinks):
 
     def read(self, token: str, max_age: int | None = None) -> RatingChoice:
         """The choice a token carries; raises ``BadLink`` if expired or not ours."""
-        value = self._load(token, 3, max_age)
+        value, made = self._load_dated(token, 3, max_age)
         if not all(type(item) is int for item in value) or value[2] not in STARS:
             raise BadLink("invalid")
-        return RatingChoice(*value)  # type: ignore[arg-type]
+        return RatingChoice(*value, made_at=made)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

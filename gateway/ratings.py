@@ -8,13 +8,14 @@ is closed, or ``FINAL_AFTER`` after it was first given. ``rated_at`` keeps that 
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from gateway.links import STARS, RatingLinks
+from gateway.links import STARS, RatingChoice, RatingLinks
 from storage.db import transaction
 from storage.models import Contact, Ticket, utcnow
 from storage.ratings import (
@@ -27,10 +28,15 @@ from storage.ratings import (
 if TYPE_CHECKING:
     from gateway.workflow import Workflow
 
+log = logging.getLogger("gateway.ratings")
+
 RATEABLE_STATUSES = ("resolved", "closed")
 FINAL_AFTER = timedelta(days=14)
-# The scanner rule: openings of different stars of one ticket within this window are a burst.
-BURST_WINDOW = timedelta(seconds=60)
+# The scanner rules (README "Ratings"). Openings of different stars of one ticket within this
+# window are a burst; a star link's automatic rating stays provisional for as long, and a burst
+# meanwhile cancels it. Scanners open the links of a mail together, or a few seconds apart;
+# a person who changes their mind confirms with a click.
+BURST_WINDOW = timedelta(minutes=2)
 BURST_DISTINCT_STARS = 2
 COMMENT_LIMIT = 2000
 OPENINGS_KEPT = timedelta(days=1)
@@ -67,6 +73,7 @@ def record(ticket: Ticket, stars: int, comment: str | None, source: str,
         return False
     if ticket.rated_at is None:
         ticket.rated_at = now
+    ticket.pending_rating = ticket.pending_rating_at = None  # a rating given stands for itself
     ticket.rating = stars
     ticket.rating_source = source
     if comment is not None:
@@ -75,12 +82,51 @@ def record(ticket: Ticket, stars: int, comment: str | None, source: str,
 
 
 def opened(session: Session, ticket: Ticket, stars: int, now: datetime | None = None) -> bool:
-    """Record that a star link was opened; True if this looks like a scanner's burst."""
+    """Record that a star link was opened; True if this looks like a scanner's burst, in
+    which case a provisional rating of the ticket is cancelled too."""
     now = now or utcnow()
     assert ticket.id is not None
     record_opening(session, ticket.id, stars, now)
     session.flush()
-    return is_burst(session, ticket, now)
+    burst = is_burst(session, ticket, now)
+    if burst and ticket.pending_rating is not None:
+        ticket.pending_rating = ticket.pending_rating_at = None
+        session.add(ticket)
+    return burst
+
+
+def is_early(choice: RatingChoice, confirm_minutes: float, now: datetime | None = None) -> bool:
+    """A link opened so soon after its mail was written that a mail security scanner, not a
+    person, is the likely visitor: it must be confirmed with a click."""
+    if choice.made_at is None:
+        return False
+    return (now or utcnow()) - _aware(choice.made_at) < timedelta(minutes=confirm_minutes)
+
+
+def propose(ticket: Ticket, stars: int, now: datetime | None = None) -> bool:
+    """The automatic rating of a star link's page: provisional until BURST_WINDOW has passed
+    without a burst (``promote_pending``); False if the rating is final."""
+    if stars not in STARS or is_final(ticket, now):
+        return False
+    ticket.pending_rating, ticket.pending_rating_at = stars, now or utcnow()
+    return True
+
+
+def promote_pending(engine: Engine, now: datetime | None = None) -> int:
+    """Provisional ratings that stood BURST_WINDOW without a burst become the ratings."""
+    now = now or utcnow()
+    with transaction(engine) as session:
+        due = session.exec(select(Ticket).where(
+            col(Ticket.pending_rating).is_not(None),
+            col(Ticket.pending_rating_at) <= now - BURST_WINDOW)).all()
+        for ticket in due:
+            assert ticket.pending_rating is not None
+            record(ticket, ticket.pending_rating, None, "email_link", now)
+            ticket.pending_rating = ticket.pending_rating_at = None
+            session.add(ticket)
+            log.info("ticket %s rated %d through a star link (stood %s without a burst)",
+                     ticket.number, ticket.rating, BURST_WINDOW)
+        return len(due)
 
 
 def is_burst(session: Session, ticket: Ticket, now: datetime | None = None) -> bool:

@@ -26,12 +26,12 @@ from gateway.group_commit import GroupCommit
 from gateway.inbound.ingest import Ingestor, Policy
 from gateway.links import RatingLinks, ReplyAddresses
 from gateway.outbound.sender import Sender, sender_from_settings
-from gateway.ratings import forget_old_openings, queue_reminders
+from gateway.ratings import forget_old_openings, promote_pending, queue_reminders
 from gateway.settings import Settings
 from gateway.supervisor import Supervisor, TaskPart, ThreadPart
 from gateway.worker import Signals, WorkerProcess, bump, run_ingest, run_sender, run_web
 from gateway.workflow import Workflow
-from storage import inbound, outbox, queues, throttle
+from storage import inbound, outbox, queues, sessions, throttle
 from storage.blobs import BlobStore
 from storage.db import make_engine
 from storage.faults import describe, is_unavailable
@@ -125,7 +125,8 @@ class Service:
         # Ingestion, sending and the web site run in worker processes of their own, on the
         # other cores.
         await self._start_workers()
-        self._tasks = [TaskPart("housekeeping", self._housekeeping_loop)]
+        self._tasks = [TaskPart("housekeeping", self._housekeeping_loop),
+                       TaskPart("ratings", self._ratings_loop)]
         # One thread per IMAP mailbox; a stored mail wakes the ingest workers as SMTP does.
         self._imap = [
             ImapPoller(mailbox, parts.engine, parts.blobs, poll_seconds=settings.imap_poll_seconds,
@@ -210,15 +211,30 @@ class Service:
                                   self.settings.housekeeping_seconds)
             await asyncio.sleep(self.settings.housekeeping_seconds)
 
+    async def _ratings_loop(self) -> None:
+        """Every RATINGS_EVERY: a star link's provisional rating that stood its two minutes
+        without a scanner's burst becomes the rating (gateway.ratings.promote_pending)."""
+        while True:
+            try:
+                await asyncio.to_thread(promote_pending, self.parts.engine)
+            except Exception as exc:
+                if is_unavailable(exc):
+                    log.info("provisional ratings wait: %s", describe(exc))
+                else:
+                    log.exception("provisional ratings could not be recorded; tried again in "
+                                  "%s s", RATINGS_EVERY)
+            await asyncio.sleep(RATINGS_EVERY)
+
     def housekeeping(self) -> None:
         parts = self.parts
         reminded = queue_reminders(parts.engine, parts.workflow, parts.rating_links,
                                    self.settings.rating_reminder_days)
         forgotten = forget_old_openings(parts.engine)
         forgotten += throttle.forget_before(parts.engine, utcnow() - THROTTLE_KEPT)
+        forgotten += sessions.forget_before(parts.engine, utcnow() - SESSIONS_KEPT)
         if reminded or forgotten:
-            log.info("housekeeping: %d rating reminder(s) queued, %d old star-link opening(s) "
-                     "and throttle event(s) forgotten", reminded, forgotten)
+            log.info("housekeeping: %d rating reminder(s) queued, %d old star-link opening(s), "
+                     "throttle event(s) and ended session(s) forgotten", reminded, forgotten)
         report_stuck(parts.engine, self.settings)
 
 
@@ -239,6 +255,8 @@ def report_stuck(engine: Engine, settings: Settings) -> None:
 
 
 STUCK_AFTER = timedelta(hours=1)
+SESSIONS_KEPT = timedelta(days=1)  # ended or expired sessions are deleted after this
+RATINGS_EVERY = 15.0  # seconds between looks at provisional ratings
 
 
 def _smtp_hostname(settings: Settings) -> str:

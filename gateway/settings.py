@@ -11,6 +11,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
@@ -79,9 +80,17 @@ class Settings:
     smtp_store_timeout: float = 30.0
     inbound_retry_days: float = 5.0
     outbox_retry_days: float = 5.0
+    session_hours: float = 8.0
+    trusted_proxies: tuple[str, ...] = ()
+    rating_confirm_minutes: float = 5.0
     company_name: str = "Soporte"
     logo_url: str = "/static/logo.svg"
     privacy_url: str = "/privacy"
+
+    @property
+    def session_lifetime(self) -> timedelta:
+        """How long a customer-area session lasts without being used."""
+        return timedelta(hours=self.session_hours)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -135,6 +144,9 @@ class Settings:
             housekeeping_seconds=_positive(get("HOUSEKEEPING_SECONDS", "600")),
             smtp_store_timeout=_positive(get("SMTP_STORE_TIMEOUT", "30")),
             inbound_retry_days=_positive(get("INBOUND_RETRY_DAYS", "5"), "days"),
+            session_hours=_positive(get("SESSION_HOURS", "8"), "hours"),
+            trusted_proxies=_list(get("TRUSTED_PROXIES", "")),
+            rating_confirm_minutes=float(get("RATING_CONFIRM_MINUTES", "5")),
             outbox_retry_days=_positive(get("OUTBOX_RETRY_DAYS", "5"), "days"),
             company_name=get("COMPANY_NAME", "") or get("FROM_NAME", "Soporte"),
             logo_url=get("LOGO_URL", "/static/logo.svg"),

@@ -138,7 +138,8 @@ def run_web(settings: Settings, signals: Signals, slot: int, holder: str, parent
 
     asyncio.run(serve(app, settings.web_host, settings.web_port, on_started=started,
                       should_stop=lambda: bool(signals.stop.value)
-                      or os.getppid() != parent_pid))
+                      or os.getppid() != parent_pid,
+                      trusted_proxies=settings.trusted_proxies))
     app.state.loop_reads.close()
     engine.dispose()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
 
+from storage import sessions
 from storage.db import transaction
 from storage.models import Application, Contact, Organization, OrganizationDomain
 from storage.passwords import hash_password
@@ -75,6 +76,9 @@ def edit_contact(engine: Engine, email: str, **changes: object) -> Contact:
                 raise DirectoryError(f"a contact has no {name}")
             setattr(contact, name, value)
         session.add(contact)
+        if changes.get("active") is False:
+            assert contact.id is not None
+            sessions.end_all(session, contact.id)  # signed out everywhere, at once
         return contact
 
 

@@ -104,6 +104,9 @@ class Ticket(SQLModel, table=True):
     rating_source: str | None = Field(default=None, max_length=16)
     rated_at: datetime | None = Field(default=None)  # when the rating was first given
     rating_reminded_at: datetime | None = Field(default=None)  # the one reminder, when sent
+    # A star link's automatic rating, until it stands (gateway.ratings.promote_pending).
+    pending_rating: int | None = None
+    pending_rating_at: datetime | None = None
     resolved_at: datetime | None = Field(default=None)
     created_at: datetime = Field(default_factory=utcnow, index=True)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -176,6 +179,22 @@ class ThrottleEvent(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(max_length=400)  # "login:email:…", "login:ip:…", "forgot:ip:…"
     at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class WebSession(SQLModel, table=True):
+    """A signed-in browser of the customer area. The cookie carries a random token; only its
+    SHA-256 is stored, so the table cannot be used to sign in. A session ends when it expires
+    (idle for HELPDESK_SESSION_HOURS) or is revoked: logout, a password set, the contact
+    deactivated, ``helpdesk contact signout``."""
+
+    __tablename__ = "web_session"
+    id: str = Field(primary_key=True, max_length=64)  # sha256 hex of the cookie's token
+    contact_id: int = Field(foreign_key="contact.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime = Field(index=True)
+    revoked_at: datetime | None = None
+    address: str = Field(default="", max_length=64)  # where it signed in from
+    user_agent: str = Field(default="", max_length=200)
 
 
 class Notification(SQLModel, table=True):

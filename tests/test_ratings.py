@@ -19,7 +19,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 from gateway.cli import main
 from gateway.links import RATING_SALT
 from gateway.outbound.render import Renderer
-from gateway.ratings import queue_reminders
+from gateway.ratings import is_burst, opened, promote_pending, propose, queue_reminders
 from storage.db import transaction
 from storage.models import Notification, Ticket, utcnow
 from storage.tickets import contact_by_email, ticket_by_number
@@ -55,8 +55,25 @@ def stored(parts, number: int) -> Ticket:
         return ticket
 
 
-def token(parts, number: int, contact_id: int, stars: int) -> str:
-    return parts.rating_links.token(number, contact_id, stars)
+def token(parts, number: int, contact_id: int, stars: int, *, age: float = 3600) -> str:
+    """A star link's token as a mail written ``age`` seconds ago carries it (by default an
+    hour: a person opening it later; 0: a scanner right after the mail went out)."""
+    if not age:
+        return parts.rating_links.token(number, contact_id, stars)
+
+    class SignedBefore(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time() - age)
+
+    serializer = URLSafeTimedSerializer(str(parts.settings.secret_key), salt=RATING_SALT,
+                                        signer=SignedBefore,
+                                        signer_kwargs={"digest_method": hashlib.sha256})
+    return serializer.dumps([number, contact_id, stars])
+
+
+def promoted(parts, minutes: float = 3) -> int:
+    """What the gateway's ratings loop does, ``minutes`` from now."""
+    return promote_pending(parts.engine, utcnow() + timedelta(minutes=minutes))
 
 
 @pytest.fixture
@@ -182,20 +199,55 @@ def test_plain_get_and_head_of_a_star_link_record_nothing(parts, client):
     path = f"/rate/{token(parts, number, contact_id, 4)}"
     page = client.get(path)
     assert page.status_code == 200
-    assert "Muy bien" in page.text and 'id="rate-form"' in page.text and "<script>" in page.text
+    assert "Muy bien" in page.text and "data-send-itself" in page.text and "rate.js" in page.text
     assert client.head(path).status_code == 200
     assert stored(parts, number).rating is None
 
 
-def test_posting_the_star_link_form_records_the_rating(parts, client):
-    # The page's POST (what its script sends) records 4 stars from the email link.
+def test_the_pages_own_post_records_a_rating_that_stands_after_two_minutes(parts, client):
+    # The page's POST (what its script sends) thanks the person and keeps 4 stars as
+    # provisional; two minutes without another star opened, and they are the rating.
     number, contact_id = open_ticket(parts)
     path = f"/rate/{token(parts, number, contact_id, 4)}"
     thanks = post_form(client, path, client.get(path), stars="4")
     assert thanks.status_code == 200 and "Hemos registrado tu valoración" in thanks.text
+    assert "Muy bien" in thanks.text
     ticket = stored(parts, number)
-    assert (ticket.rating, ticket.rating_source) == (4, "email_link")
+    assert (ticket.rating, ticket.pending_rating) == (None, 4)
+    assert promoted(parts, minutes=1) == 0  # not yet
+    assert promoted(parts) == 1
+    ticket = stored(parts, number)
+    assert (ticket.rating, ticket.rating_source, ticket.pending_rating) == (4, "email_link", None)
     assert ticket.rated_at is not None
+
+
+def test_another_star_opened_within_two_minutes_cancels_the_provisional_rating(parts, client):
+    # A scanner that opens the links one after another, a minute apart: the first page's POST
+    # is provisional, the second star's opening cancels it and asks for a click; nothing stands.
+    number, contact_id = open_ticket(parts)
+    first = f"/rate/{token(parts, number, contact_id, 1)}"
+    post_form(client, first, client.get(first), stars="1")
+    assert stored(parts, number).pending_rating == 1
+    second = client.get(f"/rate/{token(parts, number, contact_id, 2)}")
+    assert "Confirmar mi valoración" in second.text and "data-send-itself" not in second.text
+    assert stored(parts, number).pending_rating is None
+    assert promoted(parts, minutes=10) == 0 and stored(parts, number).rating is None
+
+
+def test_a_link_opened_right_after_the_mail_asks_for_a_click(parts, client):
+    # Within HELPDESK_RATING_CONFIRM_MINUTES of the mail a scanner is the likely visitor: the
+    # page does not send itself, its POST records nothing, a person's click does.
+    number, contact_id = open_ticket(parts)
+    path = f"/rate/{token(parts, number, contact_id, 3, age=0)}"
+    page = client.get(path)
+    assert "acaba de enviarse" in page.text and "data-send-itself" not in page.text
+    scripted = post_form(client, path, page, stars="3")
+    assert "Confirmar mi valoración" in scripted.text
+    assert stored(parts, number).pending_rating is None
+    assert promoted(parts, minutes=10) == 0 and stored(parts, number).rating is None
+    confirmed = post_form(client, path, page, stars="3", confirm="1")
+    assert "Hemos registrado tu valoración" in confirmed.text
+    assert stored(parts, number).rating == 3
 
 
 def test_post_without_the_csrf_token_records_nothing(parts, client):
@@ -242,7 +294,9 @@ def test_rating_and_comment_can_be_changed_before_it_is_final(parts, client):
     number, contact_id = open_ticket(parts)
     path = f"/rate/{token(parts, number, contact_id, 2)}"
     thanks = post_form(client, path, client.get(path), stars="2")
+    promoted(parts)  # the provisional 2 stars stand
     first = stored(parts, number).rated_at
+    assert first is not None
     changed = post_form(client, path, thanks, stars="4", comment="Rápidos y amables.",
                         confirm="1")
     assert changed.status_code == 200 and "Rápidos y amables." in changed.text
@@ -256,7 +310,7 @@ def test_replayed_star_link_after_the_rating_is_final_changes_nothing(parts, cli
     number, contact_id = open_ticket(parts)
     path = f"/rate/{token(parts, number, contact_id, 5)}"
     opened = client.get(path)
-    post_form(client, path, opened, stars="5")
+    post_form(client, path, opened, stars="5", confirm="1")
     make_old(parts, number, rated_at=timedelta(days=15))
     other = f"/rate/{token(parts, number, contact_id, 1)}"
     page = client.get(other)
@@ -271,7 +325,7 @@ def test_closing_the_ticket_makes_the_rating_final(parts, client):
     number, contact_id = open_ticket(parts)
     path = f"/rate/{token(parts, number, contact_id, 3)}"
     opened = client.get(path)
-    post_form(client, path, opened, stars="3")
+    post_form(client, path, opened, stars="3", confirm="1")
     with transaction(parts.engine) as session:
         ticket = ticket_by_number(session, number)
         assert ticket is not None
@@ -308,7 +362,7 @@ def test_burst_of_different_stars_records_nothing_until_a_person_confirms(parts,
     number, contact_id = open_ticket(parts)
     pages = [client.get(f"/rate/{token(parts, number, contact_id, n)}") for n in (1, 3, 5)]
     last = pages[-1]
-    assert "Confirmar mi valoración" in last.text and "<script>" not in last.text
+    assert "Confirmar mi valoración" in last.text and "data-send-itself" not in last.text
     path = f"/rate/{token(parts, number, contact_id, 5)}"
     scripted = post_form(client, path, last, stars="5")  # what a script-running scanner sends
     assert "Confirmar mi valoración" in scripted.text
@@ -361,8 +415,10 @@ def test_opening_a_star_link_in_the_browser_records_the_rating(gateway, browser)
     page = context.new_page()
     page.goto(f"{gateway.web_url}/rate/{token(parts, number, contact_id, 4)}")
     page.get_by_text("¡Gracias! Hemos registrado tu valoración.").wait_for()
-    assert wait_for(lambda: stored(parts, number).rating == 4)
-    assert stored(parts, number).rating_source == "email_link"
+    assert wait_for(lambda: stored(parts, number).pending_rating == 4)
+    assert promoted(parts) == 1  # two minutes later, no other star opened: it stands
+    assert (stored(parts, number).rating, stored(parts, number).rating_source) == \
+        (4, "email_link")
     page.get_by_label("Comentario (opcional)").fill("Muy rápidos.")
     page.get_by_role("button", name="Guardar").click()
     assert page.locator("p.comment").inner_text() == "Muy rápidos."
@@ -388,3 +444,79 @@ def test_scanner_burst_then_a_person_confirms_in_the_browser(gateway, browser):
     page.get_by_text("¡Gracias! Hemos registrado tu valoración.").wait_for()
     assert stored(parts, number).rating == 5
     context.close()
+
+
+# --------------------------------------------------------------------------- link scanners
+
+
+def test_openings_a_minute_apart_leave_no_rating(parts):
+    # The rule itself, with the clock in hand: a scanner opening 1, 2, 3, 4, 5 a minute apart,
+    # each page posting itself when it is not a burst, leaves nothing provisional and no rating.
+    number, _ = open_ticket(parts)
+    start = utcnow()
+    for n, stars in enumerate((1, 2, 3, 4, 5)):
+        now = start + timedelta(seconds=60 * n)
+        with transaction(parts.engine) as session:
+            ticket = ticket_by_number(session, number)
+            if not opened(session, ticket, stars, now) and not is_burst(session, ticket, now):
+                propose(ticket, stars, now + timedelta(seconds=1))
+                session.add(ticket)
+        promote_pending(parts.engine, now + timedelta(seconds=30))
+    ticket = stored(parts, number)
+    assert (ticket.rating, ticket.pending_rating) == (None, None)
+    assert promote_pending(parts.engine, start + timedelta(hours=1)) == 0
+
+
+def scan(browser, urls: list[str], *, pause: float = 0.0, parallel: bool = False) -> None:
+    """A mail security scanner: a browser that runs scripts and opens every link of a mail,
+    one after another (``pause`` apart) or all at once, letting each page do what it does."""
+    context = browser.new_context(locale="es-ES")
+    try:
+        if parallel:
+            pages = [context.new_page() for _ in urls]
+            for page, url in zip(pages, urls, strict=True):
+                page.goto(url, wait_until="commit")
+            for page in pages:
+                page.wait_for_load_state("networkidle")
+        else:
+            page = context.new_page()
+            for url in urls:
+                page.goto(url)
+                page.wait_for_load_state("networkidle")
+                time.sleep(pause)
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(("order", "pause"), [((1, 2, 3, 4, 5), 0.2), ((5, 4, 3, 2, 1), 1.0)])
+def test_a_scanner_opening_every_star_link_leaves_no_rating(gateway, browser, order, pause):
+    parts = gateway.service.parts
+    number, contact_id = open_ticket(parts)
+    scan(browser, [f"{gateway.web_url}/rate/{token(parts, number, contact_id, n)}"
+                   for n in order], pause=pause)
+    ticket = stored(parts, number)
+    assert (ticket.rating, ticket.pending_rating) == (None, None)
+    assert promoted(parts, minutes=10) == 0
+
+
+@pytest.mark.browser
+def test_a_scanner_opening_the_links_in_parallel_leaves_no_rating(gateway, browser):
+    parts = gateway.service.parts
+    number, contact_id = open_ticket(parts)
+    scan(browser, [f"{gateway.web_url}/rate/{token(parts, number, contact_id, n)}"
+                   for n in (3, 1, 5, 2, 4)], parallel=True)
+    ticket = stored(parts, number)
+    assert (ticket.rating, ticket.pending_rating) == (None, None)
+    assert promoted(parts, minutes=10) == 0
+
+
+@pytest.mark.browser
+def test_a_scanner_opening_one_link_of_a_mail_just_sent_leaves_no_rating(gateway, browser):
+    # A link made just now (the "resolved" mail has just gone out), opened by a scanner at once.
+    parts = gateway.service.parts
+    number, contact_id = open_ticket(parts)
+    scan(browser, [f"{gateway.web_url}/rate/{token(parts, number, contact_id, 5, age=0)}"])
+    ticket = stored(parts, number)
+    assert (ticket.rating, ticket.pending_rating) == (None, None)
+    assert promoted(parts, minutes=10) == 0

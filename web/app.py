@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from gateway.links import PasswordLinks
 from gateway.settings import Settings
@@ -27,6 +28,7 @@ from storage.db import LoopReads
 from storage.faults import is_unavailable
 from web import accounts, auth, contacts, new_ticket, ratings, site, tickets, verification
 from web.fragments import Fragments
+from web.headers import SecurityHeaders
 from web.pages import Brand, Pages
 from web.throttle import Throttle
 
@@ -92,8 +94,18 @@ async def database_error(request: Request, exc: Exception) -> Response:
     return response
 
 
+class Site(Starlette):
+    """The Starlette application with the security headers outside everything else, so that
+    the error pages Starlette's outermost middleware makes get them too."""
+
+    https = False  # HSTS too: set from the public URL before the first request
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack(), https=self.https)
+
+
 def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = None) -> Starlette:
-    app = Starlette(
+    app = Site(
         routes=[
             Route("/", home),
             Route("/login", on_loop(auth.login_page), methods=["GET"]),
@@ -132,7 +144,7 @@ def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = N
                 SessionMiddleware,
                 secret_key=str(settings.secret_key),
                 session_cookie="helpdesk_session",
-                max_age=8 * 3600,
+                max_age=int(settings.session_lifetime.total_seconds()),
                 same_site="lax",
                 https_only=settings.public_url.startswith("https://"),
             )
@@ -140,6 +152,7 @@ def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = N
         exception_handlers={404: not_found, 500: server_error,
                             SQLAlchemyError: database_error},
     )
+    app.https = settings.public_url.startswith("https://")
     app.state.engine = engine
     app.state.loop_reads = LoopReads(engine)
     app.state.settings = settings

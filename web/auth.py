@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
+from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 from sqlalchemy import bindparam
@@ -10,23 +14,34 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from storage.models import Contact, Organization
+from storage import sessions
+from storage.faults import describe
+from storage.models import Contact, Organization, WebSession, utcnow
 from storage.passwords import verify_password
 from storage.tickets import contact_by_email, unrated_count
 from web import csrf
 from web.forms import posted
+
+log = logging.getLogger("gateway.web.auth")
 
 REMEMBER_COOKIE = "remembered_email"
 REMEMBER_SECONDS = 180 * 24 * 3600
 RATING_REMINDER = "rating_reminder"  # session key: unrated tickets to mention once after login
 
 
-# Who is signed in: the contact's row and their organization's ticket version, in one query.
-# Only an active, verified contact is signed in.
-_SIGNED_IN = (select(Contact.__table__, Organization.ticket_version)  # type: ignore[attr-defined]
+SESSION_KEY = "sid"  # the cookie session's key for the token of the database session
+RENEW_AFTER = timedelta(minutes=10)  # a session in use is renewed at most this often
+
+# Who is signed in: the contact's row, their organization's ticket version and when the session
+# expires, in one query. Only an open session of an active, verified contact signs in.
+_SIGNED_IN = (select(Contact.__table__, Organization.ticket_version,  # type: ignore[attr-defined]
+                     WebSession.expires_at.label("session_expires_at"))  # type: ignore[attr-defined]
+              .join(Contact, col(Contact.id) == WebSession.contact_id)
               .join(Organization, col(Organization.id) == Contact.organization_id)
-              .where(col(Contact.id) == bindparam("contact_id"), col(Contact.active),
-                     Contact.state == "verified"))
+              .where(col(WebSession.id) == bindparam("key"),
+                     col(WebSession.revoked_at).is_(None),
+                     col(WebSession.expires_at) > bindparam("now"),
+                     col(Contact.active), Contact.state == "verified"))
 
 
 def current_contact(request: Request) -> Contact | None:
@@ -34,21 +49,66 @@ def current_contact(request: Request) -> Contact | None:
     organization's ticket version on ``request.state.ticket_version`` (what the ticket lists
     are cached by, web.fragments).
 
-    Every page asks this first, so it is one Core query (storage.db.LoopReads), not an ORM
-    load: the contact is a read-only snapshot (``model_construct`` from the row), attached
-    to no database session; a handler that changes the contact loads it (site.language_submit)."""
-    contact_id = request.session.get("contact_id")
+    The cookie names a session kept in the database (storage.sessions), so that logging out,
+    setting a password, a deactivation or ``helpdesk contact signout`` end it everywhere, a
+    copied cookie included. Every page asks this first, so it is one Core query
+    (storage.db.LoopReads), not an ORM load: the contact is a read-only snapshot
+    (``model_construct`` from the row), attached to no database session; a handler that
+    changes the contact loads it (site.language_submit)."""
+    token = request.session.get(SESSION_KEY)
     contact, version = None, None
-    if isinstance(contact_id, int):
-        row = request.app.state.loop_reads.first(_SIGNED_IN, {"contact_id": contact_id})
+    if isinstance(token, str):
+        now = utcnow()
+        key = sessions.key_of(token)
+        row = request.app.state.loop_reads.first(_SIGNED_IN, {"key": key, "now": now})
         if row is not None:
             version = row.pop("ticket_version")
+            _renew_if_due(request, key, row.pop("session_expires_at"), now)
             contact = Contact.model_construct(**row)
-    if contact is None and contact_id is not None:
-        request.session.clear()  # deactivated, rejected or gone meanwhile: signed out
+    if contact is None and token is not None:
+        request.session.clear()  # ended, expired, or the contact deactivated: signed out
     request.state.contact = contact
     request.state.ticket_version = version
     return contact
+
+
+def _renew_if_due(request: Request, key: str, expires_at: datetime, now: datetime) -> None:
+    """A session expires after HELPDESK_SESSION_HOURS without use: while it is used, its end
+    moves on, written at most every RENEW_AFTER and never by the page's own thread."""
+    lifetime = request.app.state.settings.session_lifetime
+    if expires_at - now > lifetime - RENEW_AFTER:
+        return
+    renew = functools.partial(sessions.renew, request.app.state.engine, key, now + lifetime)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # a page of the thread pool: it may write itself
+        renew()
+        return
+    task = loop.run_in_executor(None, renew)
+    _RENEWING.add(task)
+    task.add_done_callback(_renewed)
+
+
+_RENEWING: set[asyncio.Future[None]] = set()
+
+
+def _renewed(task: asyncio.Future[None]) -> None:
+    _RENEWING.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("a session could not be renewed: %s", describe(task.exception()))
+
+
+def start_session(request: Request, contact: Contact) -> None:
+    """Log the contact in: a new session (no fixation: whatever the cookie held is dropped)."""
+    assert contact.id is not None
+    request.session.clear()
+    request.session[SESSION_KEY] = sessions.start(
+        request.app.state.engine, contact.id, request.app.state.settings.session_lifetime,
+        address=client_address(request), user_agent=request.headers.get("user-agent", ""))
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 def signed_in(request: Request) -> Contact | Response:
@@ -108,14 +168,13 @@ def login_submit(request: Request, form: FormData) -> Response:
     with Session(request.app.state.engine) as session:
         unrated = unrated_count(session, contact.organization_id)
     throttle.succeeded(f"email:{email}")
-    request.session.clear()  # a new session on login: no fixation
-    request.session["contact_id"] = contact.id
+    start_session(request, contact)
     if unrated:  # DESIGN: at each login, a reminder of the tickets still to rate
         request.session[RATING_REMINDER] = unrated
     response = RedirectResponse(next_path, status_code=303)
     if remember:
         response.set_cookie(REMEMBER_COOKIE, email, max_age=REMEMBER_SECONDS, httponly=True,
-                            samesite="lax", secure=request.url.scheme == "https")
+                            samesite="lax", secure=request.app.https)
     else:
         response.delete_cookie(REMEMBER_COOKIE)
     return response
@@ -124,5 +183,8 @@ def login_submit(request: Request, form: FormData) -> Response:
 @posted
 def logout(request: Request, form: FormData) -> Response:
     if csrf.valid(request, form.get(csrf.FIELD)):
+        token = request.session.get(SESSION_KEY)
+        if isinstance(token, str):
+            sessions.end(request.app.state.engine, token)
         request.session.clear()
     return RedirectResponse("/login", status_code=303)

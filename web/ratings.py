@@ -1,9 +1,11 @@
 """Star ratings on the web: the one-click page of the mail's star links, and the ticket page form.
 
 Opening a star link (GET, or a scanner's HEAD) records nothing but the opening; the page then
-sends the choice by POST itself (a small script), which is what records the rating. If different
-stars of one ticket were opened within a minute, a scanner is at work: the page does not send
-itself and asks the person to confirm with a click (rule in ``gateway.ratings``).
+sends the choice by POST itself (static/rate.js), which records a provisional rating: it stands
+after two minutes unless another star of the ticket is opened meanwhile (a scanner opening every
+link). A page opened within minutes of the mail, or after different stars were opened, does not
+send itself and asks the person to confirm with a click; a click's rating stands at once. Rules
+in ``gateway.ratings``.
 """
 
 from __future__ import annotations
@@ -39,11 +41,12 @@ def link_page(request: Request) -> Response:
         if ratings.is_final(ticket):
             return _page(request, "final", ticket, contact, token)
         burst = ratings.opened(session, ticket, choice.stars)
+        early = ratings.is_early(choice, request.app.state.settings.rating_confirm_minutes)
     if burst:
         log.info("ticket %s: star links opened in a burst, asking for a confirmation",
                  ticket.number)
-    return _page(request, "confirm" if burst else "choose", ticket, contact, token,
-                 stars=choice.stars)
+    return _page(request, "confirm" if burst or early else "choose", ticket, contact, token,
+                 stars=choice.stars, reason="burst" if burst else "early")
 
 
 @posted
@@ -61,12 +64,19 @@ def link_submit(request: Request, form: FormData) -> Response:
                          status_code=400)
         if ratings.is_final(ticket):
             return _page(request, "final", ticket, contact, token)
-        if form.get("confirm") != "1" and ratings.is_burst(session, ticket):
-            return _page(request, "confirm", ticket, contact, token, stars=stars)
-        ratings.record(ticket, stars, _comment(form), "email_link")
+        if form.get("confirm") == "1":  # a person pressed a button: the rating stands
+            ratings.record(ticket, stars, _comment(form), "email_link")
+            how = "confirmed"
+        else:  # the page sent itself: a scanner's page does too
+            early = ratings.is_early(choice, request.app.state.settings.rating_confirm_minutes)
+            if early or ratings.is_burst(session, ticket):
+                return _page(request, "confirm", ticket, contact, token, stars=stars,
+                             reason="early" if early else "burst")
+            ratings.propose(ticket, stars)
+            how = "provisional"
         session.add(ticket)
-    log.info("ticket %s rated %d by contact %s through a star link", ticket.number, stars,
-             contact.id)
+    log.info("ticket %s rated %d by contact %s through a star link (%s)", ticket.number, stars,
+             contact.id, how)
     return _page(request, "thanks", ticket, contact, token)
 
 
@@ -117,14 +127,17 @@ def _comment(form: FormData) -> str | None:
 
 
 def _page(request: Request, state: str, ticket: Ticket, contact: Contact, token: str, *,
-          stars: int = 0, error: str | None = None, status_code: int = 200) -> Response:
+          stars: int = 0, error: str | None = None, reason: str = "",
+          status_code: int = 200) -> Response:
     final_on: datetime | None = None
-    if ticket.rated_at is not None:
-        final_on = ticket.rated_at + ratings.FINAL_AFTER
+    given = ticket.rated_at or ticket.pending_rating_at  # a provisional rating counts for it
+    if given is not None:
+        final_on = given + ratings.FINAL_AFTER
     context = {
-        "state": state, "token": token, "stars": stars, "error": error,
+        "state": state, "token": token, "stars": stars, "error": error, "reason": reason,
         "ticket_number": ticket.number, "ticket_subject": ticket.subject,
-        "rating": ticket.rating, "comment": ticket.rating_comment, "final_on": final_on,
+        "rating": ticket.pending_rating or ticket.rating, "comment": ticket.rating_comment,
+        "final_on": final_on,
     }
     return request.app.state.pages.render(request, "rating.html", context,
                                           status_code=status_code, lang=contact.language)

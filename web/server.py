@@ -28,10 +28,16 @@ class _Server(uvicorn.Server):
 
 
 async def serve(app: ASGIApp, host: str, port: int, *, on_started: Callable[[], None],
-                should_stop: Callable[[], bool], check_every: float = 0.2) -> None:
+                should_stop: Callable[[], bool], trusted_proxies: tuple[str, ...] = (),
+                check_every: float = 0.2) -> None:
+    """Serve ``app`` until ``should_stop``. ``X-Forwarded-For`` and ``-Proto`` are believed
+    only from ``trusted_proxies`` (addresses or networks; uvicorn would trust 127.0.0.1 by
+    default, so that anything on the machine could claim any address)."""
     sock = bind(host, port, share=True)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=5)
+                            timeout_graceful_shutdown=5, server_header=False,
+                            proxy_headers=bool(trusted_proxies),
+                            forwarded_allow_ips=list(trusted_proxies) or None)
     server = _Server(config)
     # What start-up made (modules, templates, mappers) lives as long as the process: kept out
     # of the collector's full passes, which would otherwise walk all of it during requests.

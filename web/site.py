@@ -39,5 +39,5 @@ def language_submit(request: Request, form: FormData) -> Response:
                 stored.language = str(chosen)
                 session.add(stored)
     back.set_cookie(LANGUAGE_COOKIE, str(chosen), max_age=YEAR, httponly=True, samesite="lax",
-                    secure=request.url.scheme == "https")
+                    secure=request.app.https)
     return back

@@ -67,7 +67,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
         for name in SQLITE_TRIGGERS:
-            op.execute(f"DROP TRIGGER {name}")
+            op.execute(f"DROP TRIGGER IF EXISTS {name}")
     else:
         op.execute("DROP TRIGGER ticket_version ON ticket")
         op.execute("DROP FUNCTION bump_ticket_version()")
