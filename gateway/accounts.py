@@ -13,6 +13,7 @@ import logging
 import re
 
 from sqlmodel import Session, func, select
+from zxcvbn import zxcvbn
 
 from gateway.links import BadLink, PasswordLinks
 from gateway.workflow import Workflow
@@ -96,7 +97,24 @@ def password_problem(password: str, repeated: str, contact: Contact) -> str | No
         return "is_email"
     if password != repeated:
         return "mismatch"
+    if guessable(password, contact):
+        return "weak"
     return None
+
+
+STRONG_ENOUGH = 3  # zxcvbn's score, 0-4: 3 is "safely unguessable: moderate protection
+# from offline slow-hash scenario" (argon2 here), what zxcvbn's authors advise for such sites
+
+
+def guessable(password: str, contact: Contact) -> bool:
+    """Judged by zxcvbn (dictionaries, keyboard patterns, dates, repeats, l33t), with the
+    person's own name and address as words an attacker would try first: "1234567890" or
+    "maria.garcia@ferreteria-lopez.es1" are long enough and still guessed at once."""
+    local, _, domain = contact.email.partition("@")
+    words = [contact.name, contact.email, local, domain, *re.split(r"[\s.@_\-]+", contact.name),
+             *re.split(r"[.@_\-]+", contact.email)]
+    score = zxcvbn(password[:100], user_inputs=[w for w in words if w])["score"]
+    return int(score) < STRONG_ENOUGH
 
 
 def set_password(session: Session, contact: Contact, password: str) -> None:

@@ -11,11 +11,14 @@ import warnings
 
 import pytest
 from click.testing import CliRunner
+from sqlmodel import Session, select
 from starlette.exceptions import StarletteDeprecationWarning
 
 from gateway.cli import main
+from storage.models import Attachment
 from tests.conftest import PASSWORD
 from tests.test_accounts import contact, post_form, set_password_link
+from tests.test_customer_area import PDF, open_form
 from web.app import create_app
 
 with warnings.catch_warnings():
@@ -112,3 +115,111 @@ def test_sign_out_everywhere_from_the_command_line(parts, app, settings, monkeyp
 def settings_env(settings) -> dict[str, str]:
     return {"HELPDESK_DATABASE_URL": settings.database_url,
             "HELPDESK_VAR_DIR": str(settings.var_dir)}
+
+
+# --------------------------------------------------------------------------- headers
+
+
+def assert_secure_headers(response, *, https: bool = False) -> None:
+    headers = response.headers
+    policy = headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy or "sandbox" in policy, policy
+    assert "'unsafe-inline'" not in policy and "'unsafe-eval'" not in policy
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["referrer-policy"] == "no-referrer"
+    assert ("strict-transport-security" in headers) is https
+    assert "server" not in headers or "uvicorn" not in headers["server"]
+
+
+def test_every_kind_of_response_carries_the_security_headers(parts, app):
+    with browser(app) as client:
+        log_in(client)
+        open_form(client, parts, files=[("factura.pdf", PDF, "application/pdf")])
+        with Session(parts.engine) as session:
+            item = session.exec(select(Attachment)).one()
+        answers = {
+            "page": client.get("/tickets"),
+            "error": client.get("/tickets/424242"),
+            "static": client.get("/static/style.css"),
+            "redirect": client.get("/"),
+            "download": client.get(f"/tickets/1001/files/{item.id}"),
+            "form error": client.post("/logout", data={}),
+        }
+        assert {name: a.status_code for name, a in answers.items()} == {
+            "page": 200, "error": 404, "static": 200, "redirect": 303, "download": 200,
+            "form error": 303}
+        for answer in answers.values():
+            assert_secure_headers(answer)
+        # A download keeps its own, stricter policy.
+        assert answers["download"].headers["content-security-policy"] == \
+            "default-src 'none'; sandbox"
+
+
+def test_https_public_url_adds_hsts_and_secure_cookies(parts, settings):
+    import dataclasses
+
+    secure = dataclasses.replace(settings, public_url="https://soporte.example.com")
+    with TestClient(create_app(secure, parts.engine, parts.workflow), follow_redirects=False,
+                    base_url="https://testserver") as client:
+        page = client.get("/login")
+        assert_secure_headers(page, https=True)
+        answer = client.post("/login", data={"email": MARIA, "password": PASSWORD,
+                                             "remember": "on",
+                                             "csrf_token": CSRF.search(page.text)[1]})
+        cookies = [v for k, v in answer.headers.multi_items() if k == "set-cookie"]
+        remembered = [c for c in cookies if c.startswith("remembered_email=")]
+        assert remembered and all("secure" in c.lower() for c in cookies)
+
+
+# --------------------------------------------------------------------------- proxies
+
+
+def session_addresses(engine) -> list[str]:
+    from storage.models import WebSession
+
+    with Session(engine) as session:
+        return [s.address for s in session.exec(select(WebSession)
+                                                .order_by(WebSession.created_at))]
+
+
+@pytest.mark.parametrize("trusted", ["", "127.0.0.1"])
+def test_forwarded_addresses_are_believed_only_from_trusted_proxies(db_url, directory, tmp_path,
+                                                                    trusted):
+    # A login through the real server with X-Forwarded-For: 203.0.113.9. The address the
+    # session records is the connection's unless 127.0.0.1 is a configured proxy; the
+    # server never says it is uvicorn.
+    import httpx
+
+    from tests.gateway_process import GatewayProcess
+
+    gateway = GatewayProcess(db_url, tmp_path / "var", HELPDESK_TRUSTED_PROXIES=trusted).start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{gateway.web_port}", timeout=10,
+                          headers={"X-Forwarded-For": "203.0.113.9"}) as web:
+            page = web.get("/login")
+            assert "server" not in page.headers
+            assert_secure_headers(page)
+            answer = web.post("/login", data={"email": MARIA, "password": PASSWORD,
+                                              "csrf_token": CSRF.search(page.text)[1]})
+            assert answer.status_code == 303
+    finally:
+        gateway.stop()
+    assert session_addresses(directory) == ["203.0.113.9" if trusted else "127.0.0.1"]
+
+
+# --------------------------------------------------------------------------- passwords
+
+
+@pytest.mark.parametrize("weak", ["1234567890", "maria.garcia@ferreteria-lopez.es1",
+                                  "Maria.Garcia2026", "qwertyuiopasdf"])
+def test_guessable_passwords_are_refused_with_the_field_named(parts, app, weak):
+    with browser(app) as mailbox:
+        link = set_password_link(parts, mailbox)
+        page = mailbox.get(link)
+        refused = post_form(mailbox, link, page, password=weak, password_repeat=weak)
+        assert refused.status_code == 400
+        assert "Contraseña: es demasiado fácil de adivinar" in refused.text
+        assert re.search(r'<input id="password"[^>]*aria-invalid="true"', refused.text)
+        done = post_form(mailbox, link, page, password="Tejado-verde-1987-nube",
+                         password_repeat="Tejado-verde-1987-nube")
+        assert done.status_code == 200
