@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime, timedelta
 
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 from zxcvbn import zxcvbn
 
 from gateway.links import BadLink, PasswordLinks
 from gateway.workflow import Workflow
 from storage import sessions
-from storage.models import Contact, Organization
+from storage.models import Contact, Notification, Organization, utcnow
 from storage.passwords import hash_password
 from storage.tickets import managers_of
 
@@ -55,11 +56,30 @@ def request_password_links(session: Session, workflow: Workflow, links: Password
         return 0
     assert org.id is not None
     managers = managers_of(session, org.id)
+    queued = 0
     for manager in managers:
+        assert manager.id is not None
+        if password_mails_since(session, manager.id, utcnow() - MAIL_WINDOW) >= MAILS_PER_WINDOW:
+            # Whoever repeats the request (anyone who knows a code and a CIF) cannot fill a
+            # manager's mailbox: the links already sent still work.
+            log.info("password request for %s: contact %s had %d set-password mails within %s, "
+                     "no more", org.code, manager.id, MAILS_PER_WINDOW, MAIL_WINDOW)
+            continue
         queue_password_link(session, workflow, links, manager)
+        queued += 1
     if not managers:
         log.warning("password request for organization %s, which has no manager to mail", org.code)
-    return len(managers)
+    return queued
+
+
+MAILS_PER_WINDOW = 3  # set-password mails one contact gets at most from the forgotten form
+MAIL_WINDOW = timedelta(hours=1)
+
+
+def password_mails_since(session: Session, contact_id: int, since: datetime) -> int:
+    return int(session.exec(select(func.count()).select_from(Notification).where(
+        Notification.contact_id == contact_id, Notification.event == "set_password",
+        col(Notification.created_at) >= since)).one())
 
 
 def queue_password_link(session: Session, workflow: Workflow, links: PasswordLinks,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, delete, func, select
@@ -12,12 +12,18 @@ from storage.db import transaction
 from storage.models import ThrottleEvent
 
 
-def counts_since(engine: Engine, keys: Sequence[str], since: datetime) -> dict[str, int]:
-    query = (select(ThrottleEvent.key, func.count())
+def recent(engine: Engine, keys: Sequence[str],
+           since: datetime) -> dict[str, tuple[int, datetime]]:
+    """Per key: failures since ``since`` and the time of the last one."""
+    query = (select(ThrottleEvent.key, func.count(), func.max(ThrottleEvent.at))
              .where(col(ThrottleEvent.key).in_(keys), col(ThrottleEvent.at) >= since)
              .group_by(col(ThrottleEvent.key)))
     with Session(engine) as session:
-        return {key: int(count) for key, count in session.exec(query).all()}
+        return {key: (int(count), _aware(last)) for key, count, last in session.exec(query)}
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def record(engine: Engine, keys: Sequence[str], at: datetime) -> None:

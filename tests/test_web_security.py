@@ -223,3 +223,78 @@ def test_guessable_passwords_are_refused_with_the_field_named(parts, app, weak):
         done = post_form(mailbox, link, page, password="Tejado-verde-1987-nube",
                          password_repeat="Tejado-verde-1987-nube")
         assert done.status_code == 200
+
+
+# --------------------------------------------------------------------------- throttles
+
+LUCIA = "lucia.martin@clinicadental-sur.com"
+
+
+def test_a_guesser_is_slowed_ever_more_and_the_owner_still_gets_in(parts, app):
+    # María signed in from her browser before. A guesser (another browser, the same address
+    # here) gets 3 tries, then must wait 2 s, 4 s, 8 s...: each wait is counted from the last
+    # failure. Meanwhile María, with the right password from her browser, gets in at once.
+    with browser(app) as maria, browser(app) as guesser:
+        assert log_in(maria).status_code == 303
+        log_out(maria)
+        waits = []
+        for _ in range(8):
+            answer = log_in(guesser, password="¿quizás-esta?")
+            if answer.status_code == 429:
+                waits.append(int(answer.headers["retry-after"]))
+                back_in_time(parts, f"login:email:{MARIA}", seconds=waits[-1])
+            else:
+                assert answer.status_code == 401
+        assert waits == [2, 4, 8]
+        assert log_in(guesser, password="¿o-esta?").status_code == 401  # after his wait
+        refused = log_in(guesser)  # now even the right password must wait 16 s
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "16"
+        assert log_in(maria).status_code == 303
+
+
+def log_out(client) -> None:
+    page = client.get("/tickets")
+    client.post("/logout", data={"csrf_token": CSRF.search(page.text)[1]})
+
+
+def back_in_time(parts, key: str, seconds: float) -> None:
+    """As if ``seconds`` had passed since the failures of ``key``."""
+    from datetime import timedelta
+
+    from storage.db import transaction
+    from storage.models import ThrottleEvent
+
+    with transaction(parts.engine) as session:
+        for event in session.exec(select(ThrottleEvent).where(ThrottleEvent.key == key)):
+            event.at = event.at - timedelta(seconds=seconds)
+            session.add(event)
+
+
+def test_a_colleagues_typos_keep_nobody_else_out(parts, app):
+    # José mistypes until he must wait. María (her own browser) and Lucía of another
+    # organization, behind the same office address, sign in at once.
+    with browser(app) as jose, browser(app) as maria, browser(app) as lucia:
+        log_in(maria)
+        log_out(maria)
+        for _ in range(3):
+            assert log_in(jose, JOSE, "mal-escrita").status_code == 401
+        assert log_in(jose, JOSE).status_code == 429
+        assert log_in(maria).status_code == 303
+        assert log_in(lucia, LUCIA).status_code == 303
+
+
+def test_a_manager_gets_at_most_three_set_password_mails_an_hour(parts):
+    from gateway.accounts import request_password_links
+    from gateway.links import PasswordLinks
+    from storage.db import transaction
+    from storage.models import Notification
+
+    links = PasswordLinks(str(parts.settings.secret_key), parts.settings.public_url, 24)
+    for _ in range(10):
+        with transaction(parts.engine) as session:
+            request_password_links(session, parts.workflow, links, code="C0001",
+                                   tax_id="B12345678")
+    with Session(parts.engine) as session:
+        mails = session.exec(select(Notification).where(
+            Notification.event == "set_password")).all()
+    assert [m.recipient for m in mails] == [MARIA] * 3

@@ -10,9 +10,10 @@ from gateway import accounts
 from gateway.links import BadLink
 from storage.db import transaction
 from web import csrf
-from web.auth import current_contact
+from web.auth import client_address, current_contact
 from web.forms import posted
 from web.pages import link_refusal
+from web.throttle import seconds_shown
 
 
 def forgot_page(request: Request) -> Response:
@@ -28,20 +29,25 @@ def forgot_submit(request: Request, form: FormData) -> Response:
     code = str(form.get("code", "")).strip()[:32]
     tax_id = str(form.get("tax_id", "")).strip()[:32]
     pages, throttle = request.app.state.pages, request.app.state.forgot_throttle
-    client = request.client.host if request.client else "unknown"
+    client = client_address(request)
 
-    def again(error: str, status_code: int) -> Response:
-        return pages.render(request, "password_forgot.html",
-                            {"state": "ask", "error": error, "code": code, "tax_id": tax_id},
-                            status_code=status_code)
+    def again(error: str, status_code: int, wait: float = 0) -> Response:
+        response = pages.render(request, "password_forgot.html",
+                                {"state": "ask", "error": error, "code": code,
+                                 "tax_id": tax_id, "wait": seconds_shown(wait)},
+                                status_code=status_code)
+        if wait:
+            response.headers["Retry-After"] = str(seconds_shown(wait))
+        return response
 
     if not csrf.valid(request, form.get(csrf.FIELD)):
         return again("csrf", 400)
     missing = [name for name, value in (("code", code), ("tax_id", tax_id)) if not value]
     if missing:
         return again(f"missing_{missing[0]}", 400)
-    if throttle.blocked(f"ip:{client}"):
-        return again("throttled", 429)
+    wait = throttle.wait(f"ip:{client}")
+    if wait:
+        return again("throttled", 429, wait)
     throttle.failed(f"ip:{client}")
     with transaction(request.app.state.engine) as session:
         accounts.request_password_links(session, request.app.state.workflow,

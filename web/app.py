@@ -30,7 +30,7 @@ from web import accounts, auth, contacts, new_ticket, ratings, site, tickets, ve
 from web.fragments import Fragments
 from web.headers import SecurityHeaders
 from web.pages import Brand, Pages
-from web.throttle import Throttle
+from web.throttle import FORGOT_RULES, LOGIN_RULES, KnownBrowsers, Throttle
 
 log = logging.getLogger("gateway.web")
 
@@ -162,11 +162,12 @@ def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = N
     app.state.fragments = Fragments()
     app.state.blobs = BlobStore(settings.storage_dir)
     app.state.kept_files = KeptFiles(str(settings.secret_key))
-    app.state.login_throttle = Throttle(engine, "login", max_failures=5, window_seconds=900)
+    app.state.login_throttle = Throttle(engine, "login", LOGIN_RULES)
+    app.state.known_browsers = KnownBrowsers(str(settings.secret_key))
     app.state.workflow = workflow = workflow or Workflow.from_settings(settings)
     app.state.rating_links = workflow.rating_links
     app.state.verification_links = workflow.verification_links
     app.state.password_links = PasswordLinks(str(settings.secret_key), settings.public_url,
                                              settings.password_link_hours)
-    app.state.forgot_throttle = Throttle(engine, "forgot", max_failures=5, window_seconds=3600)
+    app.state.forgot_throttle = Throttle(engine, "forgot", FORGOT_RULES)
     return app

@@ -21,6 +21,7 @@ from storage.passwords import verify_password
 from storage.tickets import contact_by_email, unrated_count
 from web import csrf
 from web.forms import posted
+from web.throttle import seconds_shown
 
 log = logging.getLogger("gateway.web.auth")
 
@@ -147,31 +148,47 @@ def login_submit(request: Request, form: FormData) -> Response:
     remember = form.get("remember") == "on"
     next_path = safe_next(form.get("next"))
     pages = request.app.state.pages
-    throttle = request.app.state.login_throttle
-    client = request.client.host if request.client else "unknown"
+    throttle, known = request.app.state.login_throttle, request.app.state.known_browsers
+    browser, browser_contacts = known.read(request.cookies.get(known.COOKIE))
 
-    def again(error: str, status_code: int) -> Response:
-        context = {"email": email, "remember": remember, "error": error, "next": next_path}
-        return pages.render(request, "login.html", context, status_code=status_code)
+    def again(error: str, status_code: int, wait: float = 0) -> Response:
+        context = {"email": email, "remember": remember, "error": error, "next": next_path,
+                   "wait": seconds_shown(wait)}
+        response = pages.render(request, "login.html", context, status_code=status_code)
+        if wait:
+            response.headers["Retry-After"] = str(seconds_shown(wait))
+        return response
 
     if not csrf.valid(request, form.get(csrf.FIELD)):
         return again("csrf", 400)
-    if throttle.blocked(f"email:{email}", f"ip:{client}"):
-        return again("throttled", 429)
     with Session(request.app.state.engine) as session:
         contact = contact_by_email(session, email) if email else None
+    # The owner's own browser is judged on its own: neither a guesser elsewhere nor the
+    # office's shared address keeps them out.
+    if contact is not None and contact.id in browser_contacts:
+        keys: tuple[str, ...] = (f"browser:{browser}",)
+    else:
+        keys = (f"email:{email}", f"ip:{client_address(request)}")
+    wait = throttle.wait(*keys)
+    if wait:
+        log.info("login for %s throttled (%s): %.0f s to wait", email, ", ".join(keys), wait)
+        return again("throttled", 429, wait)
     # argon2 takes some 100 ms: no database connection is held meanwhile.
     ok = verify_password(contact.password_hash if contact else None, password)
     if not ok or contact is None or not contact.active or contact.state != "verified":
-        throttle.failed(f"email:{email}", f"ip:{client}")
+        throttle.failed(*keys)
         return again("credentials", 401)
     with Session(request.app.state.engine) as session:
         unrated = unrated_count(session, contact.organization_id)
-    throttle.succeeded(f"email:{email}")
+    assert contact.id is not None
+    throttle.succeeded(f"email:{email}", f"browser:{browser}")
     start_session(request, contact)
     if unrated:  # DESIGN: at each login, a reminder of the tickets still to rate
         request.session[RATING_REMINDER] = unrated
     response = RedirectResponse(next_path, status_code=303)
+    response.set_cookie(known.COOKIE, known.with_contact(browser, browser_contacts, contact.id),
+                        max_age=known.MAX_AGE, httponly=True, samesite="lax",
+                        secure=request.app.https)
     if remember:
         response.set_cookie(REMEMBER_COOKIE, email, max_age=REMEMBER_SECONDS, httponly=True,
                             samesite="lax", secure=request.app.https)
