@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from gateway import logs
 from gateway.accounts import queue_password_link
 from gateway.contacts import TYPES as CONTACT_TYPES
 from gateway.inbound.ingest import RETRY
@@ -75,9 +76,8 @@ def _settings(ctx: click.Context) -> Settings:
 def main(ctx: click.Context, database_url: str | None, storage_dir: Path | None,
          verbose: bool) -> None:
     """Email-driven helpdesk gateway."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
+    logs.configure(logging.INFO if verbose else logging.WARNING, settings.log_format)
     if database_url:
         settings = dataclasses.replace(settings, database_url=database_url)
     if storage_dir:

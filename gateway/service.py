@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import multiprocessing
+import shutil
 import socket
 import time
 from dataclasses import dataclass
@@ -29,7 +30,15 @@ from gateway.outbound.sender import Sender, sender_from_settings
 from gateway.ratings import forget_old_openings, promote_pending, queue_reminders
 from gateway.settings import Settings
 from gateway.supervisor import Supervisor, TaskPart, ThreadPart
-from gateway.worker import Signals, WorkerProcess, bump, run_ingest, run_sender, run_web
+from gateway.worker import (
+    Signals,
+    WorkerProcess,
+    bump,
+    metrics_dir,
+    run_ingest,
+    run_sender,
+    run_web,
+)
 from gateway.workflow import Workflow
 from storage import inbound, outbox, queues, sessions, throttle
 from storage.blobs import BlobStore
@@ -152,6 +161,9 @@ class Service:
             WorkerProcess("sender", "sender", run_sender, settings, self.signals,
                           settings.ingest_processes, lambda holder: outbox.release(engine, holder)))
         web_settings = dataclasses.replace(settings, web_port=self.web_port)
+        counts = metrics_dir(settings)  # a new start counts from zero
+        shutil.rmtree(counts, ignore_errors=True)
+        counts.mkdir(parents=True, exist_ok=True)
         first_web_slot = settings.ingest_processes + 1
         self.workers += [
             WorkerProcess(f"web process {n}", "web", run_web, web_settings, self.signals,

@@ -83,6 +83,10 @@ class Settings:
     session_hours: float = 8.0
     trusted_proxies: tuple[str, ...] = ()
     rating_confirm_minutes: float = 5.0
+    metrics_token: Secret = field(default=Secret(""), repr=False)
+    health_inbound_minutes: float = 15.0
+    health_outbox_minutes: float = 60.0
+    log_format: str = "text"  # text / json
     company_name: str = "Soporte"
     logo_url: str = "/static/logo.svg"
     privacy_url: str = "/privacy"
@@ -147,6 +151,10 @@ class Settings:
             session_hours=_positive(get("SESSION_HOURS", "8"), "hours"),
             trusted_proxies=_list(get("TRUSTED_PROXIES", "")),
             rating_confirm_minutes=float(get("RATING_CONFIRM_MINUTES", "5")),
+            metrics_token=Secret(get("METRICS_TOKEN", "")),
+            health_inbound_minutes=_positive(get("HEALTH_INBOUND_MINUTES", "15"), "minutes"),
+            health_outbox_minutes=_positive(get("HEALTH_OUTBOX_MINUTES", "60"), "minutes"),
+            log_format=_choice(get("LOG_FORMAT", "text"), ("text", "json")),
             outbox_retry_days=_positive(get("OUTBOX_RETRY_DAYS", "5"), "days"),
             company_name=get("COMPANY_NAME", "") or get("FROM_NAME", "Soporte"),
             logo_url=get("LOGO_URL", "/static/logo.svg"),

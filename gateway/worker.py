@@ -19,8 +19,10 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from gateway import logs
 from gateway.settings import Settings
 from storage import inbound
 from storage.faults import describe, is_temporary
@@ -34,19 +36,17 @@ BATCH = 8  # small: a lease never waits long, and SQLite's write lock is held on
 OUTAGE_PAUSE = (0.5, 10.0)  # seconds between attempts while the database is away: first, most
 
 
-def _begin(log_level: int) -> None:
+def _begin(log_level: int, log_format: str) -> None:
     """What every worker process does first: its own logging and signals."""
     # Ctrl-C reaches the whole process group; the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("gateway").setLevel(log_level)
+    logs.configure(logging.WARNING, log_format, gateway_level=log_level)
 
 
 def run_ingest(settings: Settings, signals: Signals, slot: int, worker_id: str,
                parent_pid: int, log_level: int) -> None:
     """The body of one ingest worker process."""
-    _begin(log_level)
+    _begin(log_level, settings.log_format)
     from gateway.inbound.prepare import Prepared  # here: the child imports what it needs
     from gateway.service import build
 
@@ -91,7 +91,7 @@ def run_sender(settings: Settings, signals: Signals, slot: int, sender_id: str,
                parent_pid: int, log_level: int) -> None:
     """The body of the outbox sender process: deliver what is due, woken when an ingest worker
     applied mail, else every poll. It builds only the outbound side."""
-    _begin(log_level)
+    _begin(log_level, settings.log_format)
     from gateway.outbound.sender import sender_from_settings
     from storage.db import make_engine
 
@@ -125,7 +125,10 @@ def run_web(settings: Settings, signals: Signals, slot: int, holder: str, parent
             log_level: int) -> None:
     """The body of one web process: the customer area, on a socket of its own bound to the
     gateway's web port (web.server), until the gateway stops or is gone."""
-    _begin(log_level)
+    _begin(log_level, settings.log_format)
+    # Before prometheus-client is first imported: each web process counts in files of this
+    # directory, which any of them adds up for /metrics (web.metrics).
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir(settings))
     from storage.db import make_engine
     from web.app import create_app
     from web.server import serve
@@ -142,6 +145,11 @@ def run_web(settings: Settings, signals: Signals, slot: int, holder: str, parent
                       trusted_proxies=settings.trusted_proxies))
     app.state.loop_reads.close()
     engine.dispose()
+
+
+def metrics_dir(settings: Settings) -> Path:
+    """Where the web processes keep their counts for /metrics; emptied when serve starts."""
+    return settings.var_dir / "metrics"
 
 
 def _failed(what: str, exc: BaseException) -> None:

@@ -64,3 +64,33 @@ def overview(engine: Engine, queue: Queue, limit: int = 50) -> tuple[dict[str, i
         rows = list(session.exec(select(queue).where(trouble)
                                  .order_by(col(queue.id).desc()).limit(limit)).all())
     return counts, rows
+
+
+WAITING = ("queued", "processing", "sending")  # not done yet, whatever the queue
+
+
+def oldest_waiting(engine: Engine, queue: Queue) -> datetime | None:
+    """When the oldest row not yet done came in (a mail received, a notification queued)."""
+    since = queue.received_at if queue is InboundMessage else queue.created_at  # type: ignore[union-attr]
+    with transaction(engine, write=False) as session:
+        return session.exec(select(func.min(since)).where(col(queue.state).in_(WAITING))).one()
+
+
+def inbound_outcomes(engine: Engine) -> dict[tuple[str, str], int]:
+    """Mails by channel and outcome (the state, while there is no outcome yet)."""
+    with transaction(engine, write=False) as session:
+        rows = session.exec(select(InboundMessage.channel,
+                                   func.coalesce(InboundMessage.outcome, InboundMessage.state),
+                                   func.count())
+                            .group_by(col(InboundMessage.channel),
+                                      func.coalesce(InboundMessage.outcome,
+                                                    InboundMessage.state))).all()
+    return {(channel, outcome): int(count) for channel, outcome, count in rows}
+
+
+def send_delays(engine: Engine, since: datetime) -> list[float]:
+    """Seconds from queued to delivered of the notifications delivered since ``since``."""
+    with transaction(engine, write=False) as session:
+        rows = session.exec(select(Notification.created_at, Notification.sent_at).where(
+            col(Notification.sent_at) >= since, Notification.state == "sent")).all()
+    return sorted((sent - made).total_seconds() for made, sent in rows if sent and made)

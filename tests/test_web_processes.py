@@ -109,3 +109,33 @@ def test_fragments_render_once_per_key_and_forget_the_least_recently_used():
     assert rendered == ["a", "b", "c", "b"]
     assert (kept.hits, kept.misses) == (3, 4)
     assert re.fullmatch(r"<p>b</p>", kept.get("b", render("never")))
+
+
+def test_metrics_add_up_every_process(db_url, directory, tmp_path):
+    # A mail in by SMTP (SMTP process, ingest worker, sender) and 20 pages spread over two web
+    # processes: any web process's /metrics counts them all.
+    import smtplib
+
+    from tests.test_process_safety import request_mail
+
+    gateway = GatewayProcess(db_url, tmp_path / "var", HELPDESK_WEB_PROCESSES="2").start()
+    base = f"http://127.0.0.1:{gateway.web_port}"
+    try:
+        with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=30) as client:
+            client.sendmail("maria.garcia@ferreteria-lopez.es", ["soporte@example.com"],
+                            request_mail(1, "metrics"))
+        for _ in range(20):  # a connection each: the kernel spreads them over both processes
+            assert httpx.get(f"{base}/login", timeout=10).status_code == 200
+
+        def scraped() -> str:
+            return httpx.get(f"{base}/metrics", timeout=10).text
+
+        wait_for(lambda: 'helpdesk_outbox_rows{state="sent"} 1.0' in scraped(), timeout=60)
+        for _ in range(4):  # whichever process answers
+            text = scraped()
+            assert 'helpdesk_inbound_mails_total{channel="smtp",outcome="created"} 1.0' in text
+            logins = re.search(r'helpdesk_http_request_duration_seconds_count\{method="GET",'
+                               r'route="/login",status="200"\} (\S+)', text)
+            assert logins is not None and float(logins[1]) == 20.0, text
+    finally:
+        gateway.stop()

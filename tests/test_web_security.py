@@ -12,6 +12,7 @@ import warnings
 import pytest
 from click.testing import CliRunner
 from sqlmodel import Session, select
+from starlette.datastructures import Secret
 from starlette.exceptions import StarletteDeprecationWarning
 
 from gateway.cli import main
@@ -298,3 +299,88 @@ def test_a_manager_gets_at_most_three_set_password_mails_an_hour(parts):
         mails = session.exec(select(Notification).where(
             Notification.event == "set_password")).all()
     assert [m.recipient for m in mails] == [MARIA] * 3
+
+
+# --------------------------------------------------------------------------- operations
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_healthz_turns_503_while_the_database_is_away_and_back(db_url, directory, settings):
+    # The gateway's own engine reaches PostgreSQL through a proxy the test cuts and restores.
+    import dataclasses
+
+    from sqlalchemy.engine import make_url
+
+    from storage.db import make_engine
+    from tests.tcp_proxy import TcpProxy
+
+    url = make_url(db_url)
+    proxy = TcpProxy(url.host, url.port).start()
+    proxied = url.set(port=proxy.port).render_as_string(hide_password=False)
+    engine = make_engine(proxied)
+    try:
+        app = create_app(dataclasses.replace(settings, database_url=proxied), engine)
+        with browser(app) as monitor:
+            healthy = monitor.get("/healthz")
+            assert healthy.status_code == 200, healthy.text
+            assert healthy.json()["checks"]["database"] == "ok"
+            assert healthy.json()["checks"]["storage"] == "ok"
+            proxy.cut()
+            away = monitor.get("/healthz")
+            assert away.status_code == 503
+            assert away.json()["reasons"][0].startswith("database unreachable")
+            proxy.restore()
+            assert monitor.get("/healthz").status_code == 200
+    finally:
+        engine.dispose()
+        proxy.close()
+
+
+def test_healthz_names_a_queue_that_waits_too_long(parts, app):
+    from datetime import timedelta
+
+    from storage.db import transaction
+    from storage.models import Notification, utcnow
+
+    with browser(app) as monitor:
+        assert monitor.get("/healthz").status_code == 200
+        with transaction(parts.engine) as session:
+            session.add(Notification(event="received", recipient=MARIA, language="es",
+                                     message_id="<old@example.com>",
+                                     created_at=utcnow() - timedelta(hours=2)))
+        stale = monitor.get("/healthz")
+        assert stale.status_code == 503
+        assert stale.json()["reasons"] == ["outbox queue: a row has waited 120 minutes "
+                                           "(limit 60)"]
+
+
+def test_metrics_are_for_the_machine_itself_or_the_token_holder(parts, settings):
+    import dataclasses
+
+    secured = dataclasses.replace(settings, metrics_token=Secret("scrape-me"))
+    with browser(create_app(secured, parts.engine, parts.workflow)) as outsider:
+        # The test client is not on loopback: like a visitor from elsewhere.
+        assert outsider.get("/metrics").status_code == 404
+        assert outsider.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code \
+            == 404
+        scraped = outsider.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+        assert scraped.status_code == 200
+        assert "helpdesk_inbound_oldest_waiting_seconds" in scraped.text
+
+
+def test_json_logs_carry_the_ticket_and_message_id_as_fields(capsys):
+    import json
+    import logging
+
+    from gateway import logs
+
+    logs.configure(logging.INFO, "json")
+    try:
+        logging.getLogger("gateway.test").info("inbound 7 created ticket=1001",
+                                               extra={"ticket": 1001, "message_id": "<a@b>"})
+    finally:
+        logs.configure(logging.WARNING, "text")
+    (line,) = [entry for entry in capsys.readouterr().err.splitlines() if entry.strip()]
+    entry = json.loads(line)
+    assert (entry["message"], entry["ticket"], entry["message_id"], entry["level"]) == \
+        ("inbound 7 created ticket=1001", 1001, "<a@b>", "INFO")

@@ -12,6 +12,7 @@ from storage.db import transaction
 from web import csrf
 from web.auth import client_address, current_contact
 from web.forms import posted
+from web.metrics import THROTTLED
 from web.pages import link_refusal
 from web.throttle import seconds_shown
 
@@ -47,6 +48,7 @@ def forgot_submit(request: Request, form: FormData) -> Response:
         return again(f"missing_{missing[0]}", 400)
     wait = throttle.wait(f"ip:{client}")
     if wait:
+        THROTTLED.labels("forgot").inc()
         return again("throttled", 429, wait)
     throttle.failed(f"ip:{client}")
     with transaction(request.app.state.engine) as session:

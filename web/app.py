@@ -26,7 +26,18 @@ from gateway.workflow import Workflow
 from storage.blobs import BlobStore
 from storage.db import LoopReads
 from storage.faults import is_unavailable
-from web import accounts, auth, contacts, new_ticket, ratings, site, tickets, verification
+from web import (
+    accounts,
+    auth,
+    contacts,
+    health,
+    metrics,
+    new_ticket,
+    ratings,
+    site,
+    tickets,
+    verification,
+)
 from web.fragments import Fragments
 from web.headers import SecurityHeaders
 from web.pages import Brand, Pages
@@ -137,9 +148,12 @@ def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = N
             Route("/password/forgot", accounts.forgot_submit, methods=["POST"]),
             Route("/password/set/{token}", accounts.set_page, methods=["GET"]),
             Route("/password/set/{token}", accounts.set_submit, methods=["POST"]),
+            Route("/healthz", health.healthz),
+            Route("/metrics", metrics.metrics_page),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         middleware=[
+            Middleware(metrics.HttpMetrics),
             Middleware(
                 SessionMiddleware,
                 secret_key=str(settings.secret_key),

@@ -21,6 +21,7 @@ from storage.passwords import verify_password
 from storage.tickets import contact_by_email, unrated_count
 from web import csrf
 from web.forms import posted
+from web.metrics import LOGIN_FAILURES, THROTTLED
 from web.throttle import seconds_shown
 
 log = logging.getLogger("gateway.web.auth")
@@ -171,12 +172,14 @@ def login_submit(request: Request, form: FormData) -> Response:
         keys = (f"email:{email}", f"ip:{client_address(request)}")
     wait = throttle.wait(*keys)
     if wait:
+        THROTTLED.labels("login").inc()
         log.info("login for %s throttled (%s): %.0f s to wait", email, ", ".join(keys), wait)
         return again("throttled", 429, wait)
     # argon2 takes some 100 ms: no database connection is held meanwhile.
     ok = verify_password(contact.password_hash if contact else None, password)
     if not ok or contact is None or not contact.active or contact.state != "verified":
         throttle.failed(*keys)
+        LOGIN_FAILURES.inc()
         return again("credentials", 401)
     with Session(request.app.state.engine) as session:
         unrated = unrated_count(session, contact.organization_id)

@@ -149,7 +149,8 @@ class Ingestor:
         for outcome in outcomes:
             level = logging.WARNING if outcome.outcome in {RETRY, "failed"} else logging.INFO
             log.log(level, "inbound %s %s ticket=%s reason=%s from=%s", outcome.inbound_id,
-                    outcome.outcome, outcome.ticket, outcome.reason, outcome.sender)
+                    outcome.outcome, outcome.ticket, outcome.reason, outcome.sender,
+                    extra={"ticket": outcome.ticket, "inbound_id": outcome.inbound_id})
         return outcomes
 
     def _failed(self, session: Session, row: InboundMessage, exc: BaseException) -> Outcome:

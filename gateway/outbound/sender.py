@@ -165,7 +165,7 @@ class Sender:
             return self._temporary_failure(row, exc, result)
         self.relay_outage.recovered()
         log.info("notification %s %s %s delivered to %s", row.id, row.event, row.message_id,
-                 row.recipient)
+                 row.recipient, extra={"message_id": row.message_id, "notification_id": row.id})
         return result(state="sent", at=self.clock())
 
     def _temporary_failure(self, row: Notification, exc: Exception,
