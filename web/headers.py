@@ -3,7 +3,6 @@ redirects. A header a response sets itself (a download's stricter CSP) is kept."
 
 from __future__ import annotations
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # No script but the site's own files (no inline script, no eval), nothing from elsewhere, not
@@ -33,7 +32,7 @@ def security_headers(https: bool) -> list[tuple[str, str]]:
 class SecurityHeaders:
     def __init__(self, app: ASGIApp, *, https: bool) -> None:
         self.app = app
-        self.headers = security_headers(https)
+        self.headers = [(name.encode(), value.encode()) for name, value in security_headers(https)]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -42,10 +41,9 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in self.headers:
-                    if name not in headers:
-                        headers.append(name, value)
+                headers = message.setdefault("headers", [])
+                present = {name.lower() for name, _ in headers}
+                headers.extend(h for h in self.headers if h[0] not in present)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -53,6 +54,7 @@ class HttpMetrics:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._series: dict[tuple[str, str, int], Any] = {}  # labels() once per series
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,9 +72,11 @@ class HttpMetrics:
             await self.app(scope, receive, send_timed)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            HTTP_REQUESTS.labels(path, scope["method"], str(status)).observe(
-                time.perf_counter() - started)
+            key = (getattr(route, "path", None) or "unmatched", scope["method"], status)
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = HTTP_REQUESTS.labels(key[0], key[1], str(status))
+            series.observe(time.perf_counter() - started)
 
 
 class DatabaseFigures(Collector):
