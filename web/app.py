@@ -158,7 +158,9 @@ def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = N
                 SessionMiddleware,
                 secret_key=str(settings.secret_key),
                 session_cookie="helpdesk_session",
-                max_age=int(settings.session_lifetime.total_seconds()),
+                # The browser keeps the cookie for a month; whether it still signs anybody in
+                # is the server's to say (web_session: idle expiry, logout, revocation).
+                max_age=30 * 24 * 3600,
                 same_site="lax",
                 https_only=settings.public_url.startswith("https://"),
             )

@@ -66,7 +66,8 @@ def list_page(request: Request) -> Response:
     listing = request.app.state.fragments.get(
         ("tickets", organization_id, request.state.ticket_version, lang, group, page_number,
          search), render)
-    unrated = request.session.pop(RATING_REMINDER, 0)
+    # Only if there is one: a session changed is a cookie signed and sent again.
+    unrated = request.session.pop(RATING_REMINDER) if RATING_REMINDER in request.session else 0
     return pages.render(
         request, "tickets.html",
         {"listing": listing, "group": group, "groups": list(GROUPS), "search": search,
