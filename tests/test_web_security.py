@@ -374,12 +374,18 @@ def test_json_logs_carry_the_ticket_and_message_id_as_fields(capsys):
 
     from gateway import logs
 
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     logs.configure(logging.INFO, "json")
     try:
         logging.getLogger("gateway.test").info("inbound 7 created ticket=1001",
                                                extra={"ticket": 1001, "message_id": "<a@b>"})
     finally:
-        logs.configure(logging.WARNING, "text")
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:  # pytest's own, as they were
+            root.addHandler(handler)
+        root.setLevel(level)
     (line,) = [entry for entry in capsys.readouterr().err.splitlines() if entry.strip()]
     entry = json.loads(line)
     assert (entry["message"], entry["ticket"], entry["message_id"], entry["level"]) == \
