@@ -9,7 +9,7 @@ is closed, or ``FINAL_AFTER`` after it was first given. ``rated_at`` keeps that 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 
 from gateway.links import STARS, RatingChoice, RatingLinks
 from storage.db import transaction
-from storage.models import Contact, Ticket, utcnow
+from storage.models import Contact, Ticket, aware, utcnow
 from storage.ratings import (
     distinct_stars_opened_since,
     forget_openings_before,
@@ -62,7 +62,7 @@ def is_final(ticket: Ticket, now: datetime | None = None) -> bool:
         return False
     if ticket.status == "closed":
         return True
-    return (now or utcnow()) - _aware(ticket.rated_at) >= FINAL_AFTER
+    return (now or utcnow()) - aware(ticket.rated_at) >= FINAL_AFTER
 
 
 def record(ticket: Ticket, stars: int, comment: str | None, source: str,
@@ -100,7 +100,7 @@ def is_early(choice: RatingChoice, confirm_minutes: float, now: datetime | None 
     person, is the likely visitor: it must be confirmed with a click."""
     if choice.made_at is None:
         return False
-    return (now or utcnow()) - _aware(choice.made_at) < timedelta(minutes=confirm_minutes)
+    return (now or utcnow()) - aware(choice.made_at) < timedelta(minutes=confirm_minutes)
 
 
 def propose(ticket: Ticket, stars: int, now: datetime | None = None) -> bool:
@@ -162,6 +162,3 @@ def forget_old_openings(engine: Engine, now: datetime | None = None) -> int:
     with transaction(engine) as session:
         return forget_openings_before(session, (now or utcnow()) - OPENINGS_KEPT)
 
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -17,6 +17,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def aware(moment: datetime) -> datetime:
+    """A stored time as UTC-aware, whether or not the database kept the zone."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 # Ticket statuses, in the order of the design, with the customer-area group of each.
 STATUS_GROUPS: dict[str, str] = {
     "new": "open",

@@ -59,11 +59,21 @@ def overview(engine: Engine, queue: Queue, limit: int = 50) -> tuple[dict[str, i
     trouble = or_(col(queue.state) == "failed",
                   and_(col(queue.state) == "queued", col(queue.failing_since).is_not(None)))
     with transaction(engine, write=False) as session:
-        counts = dict(session.exec(select(queue.state, func.count())
-                                   .group_by(col(queue.state))).all())
+        counts = _counts(session, queue)
         rows = list(session.exec(select(queue).where(trouble)
                                  .order_by(col(queue.id).desc()).limit(limit)).all())
     return counts, rows
+
+
+def counts(engine: Engine, queue: Queue) -> dict[str, int]:
+    """How many rows there are in each state."""
+    with transaction(engine, write=False) as session:
+        return _counts(session, queue)
+
+
+def _counts(session: Any, queue: Queue) -> dict[str, int]:
+    return {state: int(count) for state, count in session.exec(
+        select(queue.state, func.count()).group_by(col(queue.state))).all()}
 
 
 WAITING = ("queued", "processing", "sending")  # not done yet, whatever the queue

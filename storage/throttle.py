@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, delete, func, select
 
 from storage.db import transaction
-from storage.models import ThrottleEvent
+from storage.models import ThrottleEvent, aware
 
 
 def recent(engine: Engine, keys: Sequence[str],
@@ -19,11 +19,8 @@ def recent(engine: Engine, keys: Sequence[str],
              .where(col(ThrottleEvent.key).in_(keys), col(ThrottleEvent.at) >= since)
              .group_by(col(ThrottleEvent.key)))
     with Session(engine) as session:
-        return {key: (int(count), _aware(last)) for key, count, last in session.exec(query)}
+        return {key: (int(count), aware(last)) for key, count, last in session.exec(query)}
 
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def record(engine: Engine, keys: Sequence[str], at: datetime) -> None:

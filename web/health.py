@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-from datetime import UTC, datetime
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from storage import queues
 from storage.faults import describe
-from storage.models import InboundMessage, Notification, utcnow
+from storage.models import InboundMessage, Notification, aware, utcnow
 
 
 def healthz(request: Request) -> Response:  # plain def: the thread pool (it writes a file)
@@ -47,7 +46,7 @@ def healthz(request: Request) -> Response:  # plain def: the thread pool (it wri
             except Exception as exc:
                 reasons.append(f"{name} queue unreadable: {describe(exc)}")
                 continue
-            age = (now - _aware(oldest)).total_seconds() if oldest else 0.0
+            age = (now - aware(oldest)).total_seconds() if oldest else 0.0
             checks[f"{name}_oldest_waiting_seconds"] = round(age)
             if age > limit * 60:
                 reasons.append(f"{name} queue: a row has waited {age / 60:.0f} minutes "
@@ -65,8 +64,5 @@ def _write_and_sync(directory: os.PathLike[str] | str) -> None:
         probe.flush()
         os.fsync(probe.fileno())
 
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 

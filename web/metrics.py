@@ -19,7 +19,7 @@ import ipaddress
 import os
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from prometheus_client import (
@@ -39,7 +39,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from storage import queues
-from storage.models import InboundMessage, Notification, utcnow
+from storage.models import InboundMessage, Notification, aware, utcnow
 
 HTTP_REQUESTS = Histogram("helpdesk_http_request_duration_seconds",
                           "Customer-area requests by route, method and status, and how long "
@@ -94,7 +94,7 @@ class DatabaseFigures(Collector):
             mails.add_metric([channel, outcome], count)
         yield mails
         for name, queue in (("inbound", InboundMessage), ("outbox", Notification)):
-            counts, _ = queues.overview(self.engine, queue, limit=0)
+            counts = queues.counts(self.engine, queue)
             depth = GaugeMetricFamily(f"helpdesk_{name}_rows", f"Rows of the {name} queue by "
                                       "state", labels=["state"])
             for state, count in sorted(counts.items()):
@@ -104,7 +104,7 @@ class DatabaseFigures(Collector):
             yield GaugeMetricFamily(
                 f"helpdesk_{name}_oldest_waiting_seconds",
                 f"Age of the oldest row of the {name} queue not done yet (0: none)",
-                value=(now - _aware(oldest)).total_seconds() if oldest else 0.0)
+                value=(now - aware(oldest)).total_seconds() if oldest else 0.0)
         delays = queues.send_delays(self.engine, now - timedelta(hours=1))
         latency = GaugeMetricFamily("helpdesk_notification_send_seconds",
                                     "Seconds from queued to delivered, notifications delivered "
@@ -114,9 +114,6 @@ class DatabaseFigures(Collector):
             latency.add_metric([str(quantile)], value)
         yield latency
 
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def exposition(engine: Engine) -> bytes:
