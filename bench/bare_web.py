@@ -5,8 +5,8 @@
 The web benchmark's yardstick (bench.web): served by the gateway's own ``web.server.serve`` (the
 same uvicorn settings, SO_REUSEPORT sockets from the gateway's ``bind``, so that a change to
 either applies here too) in as many processes as the gateway's web has, the same Starlette, a
-plain ``def`` handler run on the event loop as the gateway's read-only pages are
-(``web.app.on_loop``), and an HTML page of the size of the ticket list. It only skips the work
+handler run on the event loop as the gateway's ticket list is when it is kept
+(``web.tickets.list_page``), and an HTML page of the size of the ticket list. It only skips the work
 being measured: the session cookie, the database, the templates. Prints
 ``bare web http://HOST:PORT/`` once every process serves.
 """
@@ -26,7 +26,6 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from gateway.channels.smtp_server import bind
-from web.app import on_loop
 from web.server import serve
 
 ROW = ('<tr><td><a href="/tickets/{n}">#{n}</a></td><td>No puedo imprimir las facturas</td>'
@@ -48,10 +47,10 @@ def fixed_page(size: int) -> bytes:
 
 
 def create_app(page: bytes) -> Starlette:
-    def fixed(request: Request) -> Response:  # plain def, on the loop: as the gateway's pages
+    async def fixed(request: Request) -> Response:  # on the loop, as the gateway's list
         return HTMLResponse(page)
 
-    return Starlette(routes=[Route("/", on_loop(fixed))])
+    return Starlette(routes=[Route("/", fixed)])
 
 
 def run_process(page: bytes, host: str, port: int, started: Any, parent: int) -> None:

@@ -82,5 +82,5 @@ NOTES = (
     "404); +Nerr: socket errors and timeouts (30 s).\n"
     "vs bare: req/s / the bare route's req/s (a plain Starlette `def` route returning a fixed page "
     "of the completed list's size, as many processes of its own as the gateway's web, served by "
-    "the same code: web.server, on the event loop like the gateway's read-only pages)."
+    "the same code: web.server, on the event loop like the gateway's kept lists)."
 )

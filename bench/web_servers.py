@@ -35,6 +35,10 @@ def running(command: list[str], banner: str, env: dict[str, str] | None = None,
     reader.start()
     try:
         yield _port(proc, lines, re.compile(banner), timeout)
+    except BaseException:
+        # What the server said last is usually why the measuring failed.
+        sys.stderr.write("".join(["server output, last lines:\n", *lines[-40:]]))
+        raise
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)

@@ -139,10 +139,17 @@ def run_web(settings: Settings, signals: Signals, slot: int, holder: str, parent
     def started() -> None:
         signals.ready[slot] = 1
 
-    asyncio.run(serve(app, settings.web_host, settings.web_port, on_started=started,
-                      should_stop=lambda: bool(signals.stop.value)
-                      or os.getppid() != parent_pid,
-                      trusted_proxies=settings.trusted_proxies))
+    async def web() -> None:
+        app.state.known_sessions.start()  # listen for session changes (web.known_sessions)
+        try:
+            await serve(app, settings.web_host, settings.web_port, on_started=started,
+                        should_stop=lambda: bool(signals.stop.value)
+                        or os.getppid() != parent_pid,
+                        trusted_proxies=settings.trusted_proxies)
+        finally:
+            await app.state.known_sessions.stop()
+
+    asyncio.run(web())
     app.state.loop_reads.close()
     engine.dispose()
 

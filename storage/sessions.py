@@ -12,6 +12,10 @@ from sqlmodel import Session, col, delete, update
 from storage.db import transaction
 from storage.models import WebSession, utcnow
 
+# The PostgreSQL channel on which the database tells the web processes that a session, a contact
+# or an organization changed (migration 0013, web.known_sessions).
+CHANGES_CHANNEL = "helpdesk_web"
+
 
 def key_of(token: str) -> str:
     """What is stored of a cookie's token: its SHA-256."""

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import random
 import shutil
 import socket
 import sqlite3
@@ -258,10 +259,40 @@ def smtp_sink() -> Iterator[tuple[SinkHandler, int]]:
         controller.stop()
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nothing listens on, for a server a test starts a moment later.
+
+    Not one the kernel picks (``bind(0)``): those come from the ephemeral range, the same range
+    outgoing connections take their source ports from, so another connection could take the port
+    between this call and the server's ``listen`` (seen in CI: Dovecot's "Address already in
+    use"). Ports below that range are only ever taken by a listener, and each is handed out once
+    per test run.
+    """
+    low, _high = _ephemeral_range()
+    top = low if 21000 < low <= 32768 else 32768
+    for _attempt in range(200):
+        port = random.randrange(20000, top)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free loopback port between 20000 and the ephemeral range")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 # --------------------------------------------------------------------------- the gateway

@@ -139,3 +139,4 @@ def test_metrics_add_up_every_process(db_url, directory, tmp_path):
             assert logins is not None and float(logins[1]) == 20.0, text
     finally:
         gateway.stop()
+

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -40,6 +42,7 @@ from web import (
 )
 from web.fragments import Fragments
 from web.headers import SecurityHeaders
+from web.known_sessions import ForgetOnWrite, KnownSessions
 from web.pages import Brand, Pages
 from web.throttle import FORGOT_RULES, LOGIN_RULES, KnownBrowsers, Throttle
 
@@ -65,16 +68,29 @@ register_url_convertor("id", IdConvertor())
 
 
 def on_loop(page: Callable[[Request], Response]) -> Callable[[Request], Awaitable[Response]]:
-    """A page that only reads, run on its web process's event loop instead of Starlette's
-    thread pool: the hop to a thread and back, and threads taking the interpreter lock from
-    each other, cost more than such a page's queries (a read never waits for a lock: SQLite in
-    WAL mode, PostgreSQL's snapshots). Each web process then serves one such page at a time;
-    HELPDESK_WEB_PROCESSES of them serve side by side. Anything that writes, and so may wait
-    for a lock, stays in the thread pool (``web.forms.posted``, the star links' page)."""
+    """A page that asks the database only who is signed in, run on its web process's event
+    loop instead of Starlette's thread pool: the hop to a thread and back, and threads taking
+    the interpreter lock from each other, cost more than such a page. Who is signed in is
+    asked first (``auth.identify``, which never waits for PostgreSQL on the loop); the page
+    then renders without touching the database."""
 
     @functools.wraps(page)
     async def endpoint(request: Request) -> Response:
+        await auth.identify(request)
         return page(request)
+
+    return endpoint
+
+
+def in_pool(page: Callable[[Request], Response]) -> Callable[[Request], Awaitable[Response]]:
+    """A page that reads more (a ticket, a file, the contacts), run in the thread pool so that
+    a slow query never holds up the other requests of its process; who is signed in is known
+    before, from the loop (``auth.identify``: kept between changes on PostgreSQL)."""
+
+    @functools.wraps(page)
+    async def endpoint(request: Request) -> Response:
+        await auth.identify(request)
+        return await run_in_threadpool(page, request)
 
     return endpoint
 
@@ -115,24 +131,36 @@ class Site(Starlette):
         return SecurityHeaders(super().build_middleware_stack(), https=self.https)
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    """Listen for session changes on the loop that serves (web.known_sessions). web.server
+    runs without lifespan events: gateway.worker starts and stops the listening itself."""
+    app.state.known_sessions.start()
+    try:
+        yield
+    finally:
+        await app.state.known_sessions.stop()
+
+
 def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = None) -> Starlette:
+    known_sessions = KnownSessions(engine)
     app = Site(
         routes=[
             Route("/", home),
             Route("/login", on_loop(auth.login_page), methods=["GET"]),
             Route("/login", auth.login_submit, methods=["POST"]),
             Route("/logout", auth.logout, methods=["POST"]),
-            Route("/tickets", on_loop(tickets.list_page)),
-            Route("/tickets/new", on_loop(new_ticket.form_page), methods=["GET"]),
+            Route("/tickets", tickets.list_page),
+            Route("/tickets/new", in_pool(new_ticket.form_page), methods=["GET"]),
             Route("/tickets/new", new_ticket.submit, methods=["POST"]),
-            Route("/tickets/{number:id}", on_loop(tickets.detail_page)),
+            Route("/tickets/{number:id}", in_pool(tickets.detail_page)),
             Route("/tickets/{number:id}/answer", tickets.answer_submit, methods=["POST"]),
-            Route("/tickets/{number:id}/files/{file_id:id}", on_loop(tickets.download)),
+            Route("/tickets/{number:id}/files/{file_id:id}", in_pool(tickets.download)),
             Route("/tickets/{number:id}/rating", ratings.ticket_submit, methods=["POST"]),
-            Route("/contacts", on_loop(contacts.list_page)),
-            Route("/contacts/new", on_loop(contacts.new_page), methods=["GET"]),
+            Route("/contacts", in_pool(contacts.list_page)),
+            Route("/contacts/new", in_pool(contacts.new_page), methods=["GET"]),
             Route("/contacts/new", contacts.new_submit, methods=["POST"]),
-            Route("/contacts/{contact_id:id}", on_loop(contacts.edit_page), methods=["GET"]),
+            Route("/contacts/{contact_id:id}", in_pool(contacts.edit_page), methods=["GET"]),
             Route("/contacts/{contact_id:id}", contacts.edit_submit, methods=["POST"]),
             Route("/contacts/{contact_id:id}/active", contacts.active_submit,
                   methods=["POST"]),
@@ -154,6 +182,7 @@ def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = N
         ],
         middleware=[
             Middleware(metrics.HttpMetrics),
+            Middleware(ForgetOnWrite, known=known_sessions),
             Middleware(
                 SessionMiddleware,
                 secret_key=str(settings.secret_key),
@@ -167,10 +196,12 @@ def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = N
         ],
         exception_handlers={404: not_found, 500: server_error,
                             SQLAlchemyError: database_error},
+        lifespan=_lifespan,
     )
     app.https = settings.public_url.startswith("https://")
     app.state.engine = engine
     app.state.loop_reads = LoopReads(engine)
+    app.state.known_sessions = known_sessions
     app.state.settings = settings
     app.state.pages = Pages(settings.timezone, Brand(
         company=settings.company_name, logo_url=settings.logo_url,

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 
 from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -56,21 +57,52 @@ def current_contact(request: Request) -> Contact | None:
     copied cookie included. Every page asks this first, so it is one Core query
     (storage.db.LoopReads), not an ORM load: the contact is a read-only snapshot
     (``model_construct`` from the row), attached to no database session; a handler that
-    changes the contact loads it (site.language_submit)."""
+    changes the contact loads it (site.language_submit). The pages of the event loop have
+    asked already (``identify``), and this gives their answer."""
+    if getattr(request.state, "identified", False):
+        return request.state.contact
     token = request.session.get(SESSION_KEY)
-    contact, version = None, None
+    row, now = None, utcnow()
     if isinstance(token, str):
-        now = utcnow()
+        row = request.app.state.loop_reads.first(
+            _SIGNED_IN, {"key": sessions.key_of(token), "now": now})
+    return _signed_in_as(request, token, row, now)
+
+
+async def identify(request: Request) -> Contact | None:
+    """``current_contact`` for a page of the event loop, which never waits there for
+    PostgreSQL: the answer is the one this process keeps (web.known_sessions) or is read in
+    the thread pool. SQLite's read by key, a look-up in the process's memory map of the file,
+    is made on the loop."""
+    token = request.session.get(SESSION_KEY)
+    row, now = None, utcnow()
+    if isinstance(token, str):
         key = sessions.key_of(token)
-        row = request.app.state.loop_reads.first(_SIGNED_IN, {"key": key, "now": now})
-        if row is not None:
-            version = row.pop("ticket_version")
-            _renew_if_due(request, key, row.pop("session_expires_at"), now)
-            contact = Contact.model_construct(**row)
+        known = request.app.state.known_sessions
+        row = known.get(key, now)
+        if row is None:
+            generation, reads = known.generation, request.app.state.loop_reads
+            params = {"key": key, "now": now}
+            row = (await run_in_threadpool(reads.first, _SIGNED_IN, params) if known.remote
+                   else reads.first(_SIGNED_IN, params))
+            if row is not None:
+                known.put(key, row, generation)
+    return _signed_in_as(request, token, row, now)
+
+
+def _signed_in_as(request: Request, token: object, row: dict | None,
+                  now: datetime) -> Contact | None:
+    contact, version = None, None
+    if row is not None:
+        assert isinstance(token, str)
+        version = row.pop("ticket_version")
+        _renew_if_due(request, sessions.key_of(token), row.pop("session_expires_at"), now)
+        contact = Contact.model_construct(**row)
     if contact is None and token is not None:
         request.session.clear()  # ended, expired, or the contact deactivated: signed out
     request.state.contact = contact
     request.state.ticket_version = version
+    request.state.identified = True
     return contact
 
 
@@ -86,6 +118,7 @@ def _renew_if_due(request: Request, key: str, expires_at: datetime, now: datetim
     except RuntimeError:  # a page of the thread pool: it may write itself
         renew()
         return
+    request.app.state.known_sessions.renewed(key, now + lifetime)
     task = loop.run_in_executor(None, renew)
     _RENEWING.add(task)
     task.add_done_callback(_renewed)
@@ -104,6 +137,7 @@ def start_session(request: Request, contact: Contact) -> None:
     """Log the contact in: a new session (no fixation: whatever the cookie held is dropped)."""
     assert contact.id is not None
     request.session.clear()
+    request.state.identified = False
     request.session[SESSION_KEY] = sessions.start(
         request.app.state.engine, contact.id, request.app.state.settings.session_lifetime,
         address=client_address(request), user_agent=request.headers.get("user-agent", ""))

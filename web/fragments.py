@@ -22,14 +22,21 @@ class Fragments:
         self._lock = Lock()
         self.hits = self.misses = 0
 
-    def get(self, key: Hashable, render: Callable[[], Markup]) -> Markup:
-        """The part kept under ``key``, rendered (outside the lock) if there is none."""
+    def kept(self, key: Hashable) -> Markup | None:
+        """The part kept under ``key``, if there is one (a hit); None is not counted yet."""
         with self._lock:
             kept = self._kept.get(key)
             if kept is not None:
                 self._kept.move_to_end(key)
                 self.hits += 1
-                return kept
+            return kept
+
+    def get(self, key: Hashable, render: Callable[[], Markup]) -> Markup:
+        """The part kept under ``key``, rendered (outside the lock) if there is none."""
+        kept = self.kept(key)
+        if kept is not None:
+            return kept
+        with self._lock:
             self.misses += 1
         fresh = render()
         with self._lock:

@@ -12,6 +12,7 @@ from typing import Any
 
 from markupsafe import Markup
 from sqlmodel import Session, col, select
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
@@ -30,7 +31,7 @@ from storage.models import (
 )
 from storage.tickets import GROUPS, ticket_by_number, ticket_page
 from web import csrf
-from web.auth import RATING_REMINDER, signed_in
+from web.auth import RATING_REMINDER, identify, signed_in
 from web.forms import posted
 from web.pages import language_of
 from web.uploads import kept_tokens, received_files
@@ -40,13 +41,17 @@ INLINE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif"})
 ANSWER_LIMIT = 20000
 
 
-def list_page(request: Request) -> Response:
+async def list_page(request: Request) -> Response:
+    """A ticket list: on the event loop when it is kept (web.fragments) under the ticket version
+    read with the signed-in contact; the queries of one not kept yet (a count over thousands of
+    tickets, a search through subjects) run in the thread pool."""
     group = request.query_params.get("group", "open")
     if group not in GROUPS:
         group = "open"
     search = request.query_params.get("q", "")[:200]
     page_number = _number(request.query_params.get("page"), 1)
     pages = request.app.state.pages
+    await identify(request)
     contact = signed_in(request)
     if not isinstance(contact, Contact):
         return contact
@@ -63,9 +68,12 @@ def list_page(request: Request) -> Response:
     # The version is read with the contact, before the tickets: a change that lands in
     # between is then shown under the older version at worst, never older tickets under the
     # newer one.
-    listing = request.app.state.fragments.get(
-        ("tickets", organization_id, request.state.ticket_version, lang, group, page_number,
-         search), render)
+    fragments = request.app.state.fragments
+    key = ("tickets", organization_id, request.state.ticket_version, lang, group, page_number,
+           search)
+    listing = fragments.kept(key)
+    if listing is None:
+        listing = await run_in_threadpool(fragments.get, key, render)
     # Only if there is one: a session changed is a cookie signed and sent again.
     unrated = request.session.pop(RATING_REMINDER) if RATING_REMINDER in request.session else 0
     return pages.render(
