@@ -17,7 +17,7 @@ from sqlmodel import update
 from storage import sessions
 from storage.db import LoopReads, transaction
 from storage.models import Contact, Organization, WebSession, utcnow
-from tests.conftest import PASSWORD, wait_for
+from tests.conftest import PASSWORD, run_async, wait_for
 from tests.gateway_process import GatewayProcess
 from web.auth import _SIGNED_IN
 from web.known_sessions import KnownSessions
@@ -94,7 +94,7 @@ def test_a_kept_answer_goes_when_its_session_contact_or_organization_changes(dir
         assert known.get(keys[who], utcnow()) is not None
 
     try:
-        asyncio.run(scenario())
+        run_async(scenario())
     finally:
         reads.close()
 
@@ -145,7 +145,7 @@ def test_nothing_is_kept_that_a_change_may_have_overtaken_or_while_not_listening
             await known.stop()
 
     try:
-        asyncio.run(scenario())
+        run_async(scenario())
     finally:
         reads.close()
 
