@@ -29,6 +29,8 @@ from gateway.verification import decide, pending_request_of
 from gateway.workflow import TransitionError
 from storage import inbound, queues, sessions
 from storage import outbox as outbox_queue
+from storage.agents import add_agent, agents, create_token, revoke_token, tokens
+from storage.agents import set_active as set_agent_active
 from storage.db import transaction
 from storage.demo import seed_if_empty
 from storage.directory import (
@@ -39,7 +41,8 @@ from storage.directory import (
     edit_contact,
 )
 from storage.migrate import upgrade
-from storage.models import InboundMessage, Notification
+from storage.models import AGENT_ROLES, InboundMessage, Notification, aware
+from storage.team import TicketFilter, find_tickets, ticket_record
 from storage.tickets import contact_by_email, ticket_by_number
 
 log = logging.getLogger("gateway.cli")
@@ -473,6 +476,171 @@ def ticket_reply(ctx: click.Context, number: int, agent: str, text: str) -> None
             raise click.ClickException(f"no ticket {number}")
         parts.ingestor.workflow.agent_reply(session, found, agent_name=agent, text=text)
     click.echo(f"reply queued for ticket {number}")
+
+
+@ticket.command("list")
+@click.option("--status", "statuses", multiple=True,
+              help="Only tickets in this status (repeat for several).")
+@click.option("--org", "organization_code", default=None, help="An organization's code.")
+@click.option("--app", "application", default=None, help="An application's name.")
+@click.option("--text", default="", help="Words found in the subject or a message.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.pass_context
+def ticket_list(ctx: click.Context, statuses: tuple[str, ...], organization_code: str | None,
+                application: str | None, text: str, limit: int) -> None:
+    """Tickets, the most recently updated first."""
+    parts = _parts(ctx)
+    wanted = TicketFilter(statuses=statuses, organization_code=organization_code,
+                          application=application, text=text)
+    with _told(ValueError), transaction(parts.engine, write=False) as session:
+        found = find_tickets(session, wanted, limit=limit)
+    if not found:
+        click.echo("no tickets")
+    for row in found:
+        ticket = row.ticket
+        click.echo(f"#{ticket.number}  {ticket.status:<17}  {row.organization.code:<10}  "
+                   f"{_when(ticket.updated_at)}  {row.requester.email}  {ticket.subject}")
+
+
+@ticket.command("show")
+@click.argument("number", type=int)
+@click.pass_context
+def ticket_show(ctx: click.Context, number: int) -> None:
+    """One ticket: its thread, files, status history and the mails sent about it."""
+    parts = _parts(ctx)
+    with transaction(parts.engine, write=False) as session:
+        record = ticket_record(session, number)
+    if record is None:
+        raise click.ClickException(f"no ticket {number}")
+    ticket = record.ticket
+    click.echo(f"#{ticket.number}  {ticket.subject}")
+    click.echo(f"status       {ticket.status}")
+    click.echo(f"organization {record.organization.code}  {record.organization.name}")
+    click.echo(f"requester    {record.requester.name} <{record.requester.email}>")
+    click.echo(f"application  {record.application.name if record.application else '-'}")
+    click.echo(f"created      {_when(ticket.created_at)}   updated {_when(ticket.updated_at)}")
+    if ticket.rating is not None:
+        click.echo(f"rating       {ticket.rating}/5  {ticket.rating_comment or ''}".rstrip())
+    click.echo("\nthread")
+    for message in record.messages:
+        who = message.from_address or ("us" if message.direction == "out" else "?")
+        click.echo(f"  {_when(message.created_at)}  {message.direction:<3} {message.channel:<5} "
+                   f"{who}" + ("  (automatic)" if message.automatic else ""))
+        for line in (message.new_text or message.text).strip().splitlines()[:40]:
+            click.echo(f"      {line}")
+    if record.attachments:
+        click.echo("\nfiles")
+        for file in record.attachments:
+            state = "" if file.accepted else f"  refused: {file.reason}"
+            click.echo(f"  {file.id}  {file.filename}  {file.content_type}  {file.size} B{state}")
+    click.echo("\nhistory")
+    for change in record.history:
+        note = f"  {change.note}" if change.note else ""
+        click.echo(f"  {_when(change.created_at)}  {change.from_status or '-'} -> "
+                   f"{change.to_status}  by {change.actor}{note}")
+    if record.notifications:
+        click.echo("\nmails sent")
+        for mail in record.notifications:
+            click.echo(f"  {_when(mail.created_at)}  {mail.event} to {mail.recipient}  "
+                       f"{mail.state}" + (f" ({mail.failure})" if mail.failure else ""))
+
+
+def _when(moment: datetime | None) -> str:
+    return aware(moment).strftime("%Y-%m-%d %H:%M UTC") if moment is not None else "-"
+
+
+@main.group()
+def agent() -> None:
+    """The support team's accounts."""
+
+
+@agent.command("add")
+@click.argument("email")
+@click.option("--name", required=True)
+@click.option("--role", type=click.Choice(list(AGENT_ROLES)), default="agent",
+              show_default=True, help="An admin also manages agents and tokens.")
+@click.option("--language", type=click.Choice(["es", "en"]), default="es", show_default=True)
+@click.option("--password", default=None,
+              help="Console password (omit: API tokens only, for now).")
+@click.pass_context
+def agent_add(ctx: click.Context, email: str, name: str, role: str, language: str,
+              password: str | None) -> None:
+    """Add an agent."""
+    parts = _parts(ctx)
+    with _told(DirectoryError):
+        added = add_agent(parts.engine, name=name, email=email, role=role, language=language,
+                          password=password)
+    click.echo(f"agent {added.email} added ({added.role})")
+
+
+@agent.command("list")
+@click.pass_context
+def agent_list(ctx: click.Context) -> None:
+    """Every agent, active or not."""
+    parts = _parts(ctx)
+    found = agents(parts.engine)
+    if not found:
+        click.echo("no agents")
+    for one in found:
+        state = "active" if one.active else "deactivated"
+        click.echo(f"{one.email:<40} {one.name:<30} {one.role:<6} {state}")
+
+
+@agent.command("deactivate")
+@click.argument("email")
+@click.option("--undo", is_flag=True, help="Reactivate instead.")
+@click.pass_context
+def agent_deactivate(ctx: click.Context, email: str, undo: bool) -> None:
+    """Deactivate an agent: no console login, and their API tokens stop working."""
+    parts = _parts(ctx)
+    with _told(DirectoryError):
+        changed = set_agent_active(parts.engine, email, undo)
+    click.echo(f"agent {changed.email} {'reactivated' if undo else 'deactivated'}")
+
+
+@main.group()
+def token() -> None:
+    """API tokens: each acts as its agent."""
+
+
+@token.command("create")
+@click.argument("email")
+@click.option("--name", required=True, help="What the token is for (\"helpdesk sync\").")
+@click.pass_context
+def token_create(ctx: click.Context, email: str, name: str) -> None:
+    """Make a token for an agent; it is shown this once."""
+    parts = _parts(ctx)
+    with _told(DirectoryError):
+        made = create_token(parts.engine, email, name)
+    click.echo(f"token {made.token.id} ({made.token.name}) for {email.strip().lower()}; "
+               "keep it now, it is not shown again:")
+    click.echo(made.secret)
+
+
+@token.command("list")
+@click.pass_context
+def token_list(ctx: click.Context) -> None:
+    """Every token: its id, name, agent, when made and last used, and whether revoked."""
+    parts = _parts(ctx)
+    found = tokens(parts.engine)
+    if not found:
+        click.echo("no tokens")
+    for made, owner in found:
+        state = f"revoked {_when(made.revoked_at)}" if made.revoked_at else "active"
+        click.echo(f"{made.id:>4}  {made.prefix}...  {made.name:<24} {owner.email:<32} "
+                   f"made {_when(made.created_at)}  last used {_when(made.last_used_at)}  "
+                   f"{state}")
+
+
+@token.command("revoke")
+@click.argument("token_id", type=int)
+@click.pass_context
+def token_revoke(ctx: click.Context, token_id: int) -> None:
+    """Revoke a token: it stops working at once."""
+    parts = _parts(ctx)
+    with _told(DirectoryError):
+        revoke_token(parts.engine, token_id)
+    click.echo(f"token {token_id} revoked")
 
 
 @main.group("app")

@@ -186,6 +186,38 @@ class ThrottleEvent(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow, index=True)
 
 
+AGENT_ROLES = ("agent", "admin")
+
+
+class Agent(SQLModel, table=True):
+    """A member of the support team: answers tickets through the API, the console or the CLI.
+    An admin also manages agents and tokens."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    email: str = Field(max_length=320, unique=True)
+    role: str = Field(default="agent", max_length=16)
+    active: bool = Field(default=True)
+    language: str = Field(default="es", max_length=8)
+    password_hash: str | None = Field(default=None, sa_column=Column(Text))  # console login
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiToken(SQLModel, table=True):
+    """A named key to the JSON API, acting as its agent. The token is shown once, when made;
+    only its SHA-256 is stored, with a short prefix to tell tokens apart in lists."""
+
+    __tablename__ = "api_token"
+    id: int | None = Field(default=None, primary_key=True)
+    agent_id: int = Field(foreign_key="agent.id", index=True)
+    name: str = Field(max_length=100)
+    token_hash: str = Field(max_length=64, unique=True)
+    prefix: str = Field(max_length=16)
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
 class WebSession(SQLModel, table=True):
     """A signed-in browser of the customer area. The cookie carries a random token; only its
     SHA-256 is stored, so the table cannot be used to sign in. A session ends when it expires

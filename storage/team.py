@@ -1,0 +1,118 @@
+"""What the support team reads: tickets found by filters, and one ticket's whole record (thread,
+files, status history, the mails sent and how their delivery went). The CLI shows these; the
+team's API and console will too."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlmodel import Session, col, func, or_, select
+
+from storage.models import (
+    STATUS_GROUPS,
+    Application,
+    Attachment,
+    Contact,
+    Message,
+    Notification,
+    Organization,
+    StatusChange,
+    Ticket,
+)
+
+
+@dataclass(frozen=True)
+class TicketFilter:
+    statuses: Sequence[str] = ()
+    organization_code: str | None = None
+    application: str | None = None
+    text: str = ""  # words all found in the subject or in one message's text
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    updated_from: datetime | None = None
+    updated_to: datetime | None = None
+
+
+@dataclass(frozen=True)
+class FoundTicket:
+    ticket: Ticket
+    organization: Organization
+    requester: Contact
+
+
+def find_tickets(session: Session, wanted: TicketFilter, *, limit: int = 50,
+                 before: tuple[datetime, int] | None = None) -> list[FoundTicket]:
+    """Tickets matching every filter, the most recently updated first; ``before`` is where the
+    previous page ended (its last ticket's update time and id), for cursor pagination."""
+    unknown = set(wanted.statuses) - set(STATUS_GROUPS) - {"held"}
+    if unknown:
+        raise ValueError(f"unknown status {sorted(unknown)[0]!r}")
+    query = (select(Ticket, Organization, Contact)
+             .join(Organization, col(Organization.id) == Ticket.organization_id)
+             .join(Contact, col(Contact.id) == Ticket.requester_id))
+    if wanted.statuses:
+        query = query.where(col(Ticket.status).in_(list(wanted.statuses)))
+    if wanted.organization_code:
+        query = query.where(Organization.code == wanted.organization_code)
+    if wanted.application:
+        query = query.join(Application, col(Application.id) == Ticket.application_id).where(
+            func.lower(Application.name) == wanted.application.strip().lower())
+    for word in wanted.text.lower().split()[:8]:
+        pattern = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        in_messages = select(Message.id).where(
+            Message.ticket_id == Ticket.id,
+            func.lower(Message.text).like(pattern, escape="\\")).exists()
+        query = query.where(or_(func.lower(Ticket.subject).like(pattern, escape="\\"),
+                                in_messages))
+    for column, low, high in ((Ticket.created_at, wanted.created_from, wanted.created_to),
+                              (Ticket.updated_at, wanted.updated_from, wanted.updated_to)):
+        if low is not None:
+            query = query.where(col(column) >= low)
+        if high is not None:
+            query = query.where(col(column) < high)
+    if before is not None:
+        moment, ticket_id = before
+        query = query.where(or_(col(Ticket.updated_at) < moment,
+                                (col(Ticket.updated_at) == moment) & (col(Ticket.id) < ticket_id)))
+    query = query.order_by(col(Ticket.updated_at).desc(), col(Ticket.id).desc()).limit(limit)
+    return [FoundTicket(ticket, organization, requester)
+            for ticket, organization, requester in session.exec(query)]
+
+
+@dataclass
+class TicketRecord:
+    ticket: Ticket
+    organization: Organization
+    requester: Contact
+    application: Application | None
+    messages: list[Message] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+    history: list[StatusChange] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
+
+
+def ticket_record(session: Session, number: int) -> TicketRecord | None:
+    ticket = session.exec(select(Ticket).where(Ticket.number == number)).first()
+    if ticket is None:
+        return None
+    organization = session.get(Organization, ticket.organization_id)
+    requester = session.get(Contact, ticket.requester_id)
+    assert organization is not None and requester is not None
+    application = (session.get(Application, ticket.application_id)
+                   if ticket.application_id is not None else None)
+    return TicketRecord(
+        ticket, organization, requester, application,
+        messages=list(session.exec(select(Message).where(Message.ticket_id == ticket.id)
+                                   .order_by(col(Message.created_at), col(Message.id)))),
+        attachments=list(session.exec(select(Attachment)
+                                      .where(Attachment.ticket_id == ticket.id)
+                                      .order_by(col(Attachment.id)))),
+        history=list(session.exec(select(StatusChange)
+                                  .where(StatusChange.ticket_id == ticket.id)
+                                  .order_by(col(StatusChange.id)))),
+        notifications=list(session.exec(select(Notification)
+                                        .where(Notification.ticket_id == ticket.id)
+                                        .order_by(col(Notification.id)))),
+    )
