@@ -115,6 +115,14 @@ class Ticket(SQLModel, table=True):
     resolved_at: datetime | None = Field(default=None)
     created_at: datetime = Field(default_factory=utcnow, index=True)
     updated_at: datetime = Field(default_factory=utcnow)
+    priority: str = Field(default="normal", max_length=8, index=True)  # PRIORITIES
+    assignee_id: int | None = Field(default=None, foreign_key="agent.id", index=True)
+    # Raised by the database on every change of the row (migration 0015): what an agent's
+    # If-Match names, so that two agents never overwrite each other's change unseen.
+    version: int = Field(default=1)
+
+
+PRIORITIES = ("low", "normal", "high", "urgent")
 
 
 class Message(SQLModel, table=True):
@@ -138,6 +146,9 @@ class Message(SQLModel, table=True):
     inbound_id: int | None = Field(default=None, foreign_key="inbound_message.id")
     notification_id: int | None = Field(default=None, foreign_key="notification.id")
     created_at: datetime = Field(default_factory=utcnow)
+    # An agent's internal note: for the team only, never shown to the customer nor mailed.
+    internal: bool = Field(default=False)
+    author_agent_id: int | None = Field(default=None, foreign_key="agent.id")
 
 
 class Attachment(SQLModel, table=True):
@@ -337,3 +348,33 @@ class ImapMailboxState(SQLModel, table=True):
     uidvalidity: int = Field(sa_column=Column(BigInteger, nullable=False))
     last_uid: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class TeamAction(SQLModel, table=True):
+    """What an agent did, and with which token (none: the console): every write of the team's
+    API and console records one, with its details as JSON."""
+
+    __tablename__ = "team_action"
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int | None = Field(default=None, foreign_key="ticket.id", index=True)
+    agent_id: int = Field(foreign_key="agent.id", index=True)
+    token_id: int | None = Field(default=None, foreign_key="api_token.id")
+    action: str = Field(max_length=40)
+    detail: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class IdempotentRequest(SQLModel, table=True):
+    """A POST of the API sent with an ``Idempotency-Key``: its answer, kept so that the same
+    request sent again gets it again instead of acting twice (status 0 while it runs)."""
+
+    __tablename__ = "idempotent_request"
+    __table_args__ = (UniqueConstraint("agent_id", "key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    agent_id: int = Field(foreign_key="agent.id")
+    key: str = Field(max_length=200)
+    fingerprint: str = Field(max_length=64)  # SHA-256 of method, path and body
+    status_code: int = Field(default=0)
+    headers: str = Field(default="{}", sa_column=Column(Text, nullable=False))  # JSON
+    body: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    created_at: datetime = Field(default_factory=utcnow, index=True)

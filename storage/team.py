@@ -12,6 +12,7 @@ from sqlmodel import Session, col, func, or_, select
 
 from storage.models import (
     STATUS_GROUPS,
+    Agent,
     Application,
     Attachment,
     Contact,
@@ -33,6 +34,8 @@ class TicketFilter:
     created_to: datetime | None = None
     updated_from: datetime | None = None
     updated_to: datetime | None = None
+    priorities: Sequence[str] = ()
+    assignee: str | None = None  # an agent's email, or "none" for tickets nobody has
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,13 @@ def find_tickets(session: Session, wanted: TicketFilter, *, limit: int = 50,
         query = query.where(col(Ticket.status).in_(list(wanted.statuses)))
     if wanted.organization_code:
         query = query.where(Organization.code == wanted.organization_code)
+    if wanted.priorities:
+        query = query.where(col(Ticket.priority).in_(list(wanted.priorities)))
+    if wanted.assignee == "none":
+        query = query.where(col(Ticket.assignee_id).is_(None))
+    elif wanted.assignee:
+        query = query.join(Agent, col(Agent.id) == Ticket.assignee_id).where(
+            Agent.email == wanted.assignee.strip().lower())
     if wanted.application:
         query = query.join(Application, col(Application.id) == Ticket.application_id).where(
             func.lower(Application.name) == wanted.application.strip().lower())

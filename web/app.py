@@ -40,6 +40,7 @@ from web import (
     tickets,
     verification,
 )
+from web.api import create_api
 from web.fragments import Fragments
 from web.headers import SecurityHeaders
 from web.known_sessions import ForgetOnWrite, KnownSessions
@@ -144,6 +145,8 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
 
 def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = None) -> Starlette:
     known_sessions = KnownSessions(engine)
+    workflow = workflow or Workflow.from_settings(settings)
+    blobs = BlobStore(settings.storage_dir)
     app = Site(
         routes=[
             Route("/", home),
@@ -179,6 +182,7 @@ def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = N
             Route("/healthz", health.healthz),
             Route("/metrics", metrics.metrics_page),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
+            Mount("/api", app=create_api(engine, workflow, blobs), name="api"),
         ],
         middleware=[
             Middleware(metrics.HttpMetrics),
@@ -207,11 +211,11 @@ def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = N
         company=settings.company_name, logo_url=settings.logo_url,
         privacy_url=settings.privacy_url, support_address=settings.support_address))
     app.state.fragments = Fragments()
-    app.state.blobs = BlobStore(settings.storage_dir)
+    app.state.blobs = blobs
     app.state.kept_files = KeptFiles(str(settings.secret_key))
     app.state.login_throttle = Throttle(engine, "login", LOGIN_RULES)
     app.state.known_browsers = KnownBrowsers(str(settings.secret_key))
-    app.state.workflow = workflow = workflow or Workflow.from_settings(settings)
+    app.state.workflow = workflow
     app.state.rating_links = workflow.rating_links
     app.state.verification_links = workflow.verification_links
     app.state.password_links = PasswordLinks(str(settings.secret_key), settings.public_url,

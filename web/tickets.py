@@ -108,7 +108,8 @@ def _detail(request: Request, number: int, *, answer: str = "", errors: dict | N
         if ticket is None:
             return pages.render(request, "error.html", {"error": "not_found"}, status_code=404)
         messages = session.exec(
-            select(Message).where(Message.ticket_id == ticket.id)
+            # An agent's internal note is the team's only: never on the customer's page.
+            select(Message).where(Message.ticket_id == ticket.id, col(Message.internal).is_(False))
             .order_by(col(Message.created_at), col(Message.id))).all()
         files = session.exec(
             select(Attachment).where(Attachment.ticket_id == ticket.id)

@@ -1,0 +1,279 @@
+"""The team's JSON API (/api/v1): tokens, reading and finding tickets, acting on them through
+the workflow, If-Match, Idempotency-Key, problem+json errors; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+from sqlmodel import Session, col, select
+from starlette.exceptions import StarletteDeprecationWarning
+
+from gateway.cli import main  # noqa: F401 (the command line's wiring, as the service has it)
+from storage.agents import add_agent, create_token, revoke_token
+from storage.agents import set_active as set_agent_active
+from storage.directory import add_application
+from storage.models import Message, Notification, TeamAction
+from tests.test_customer_area import MARIA, ingest, log_in
+from web.app import create_app
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from starlette.testclient import TestClient
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def team(parts):
+    """Two agents with a token each: (ana's token, luis's token)."""
+    add_agent(parts.engine, name="Ana Ruiz", email="ana@soporte.example")
+    add_agent(parts.engine, name="Luis Gil", email="luis@soporte.example", role="admin")
+    return (create_token(parts.engine, "ana@soporte.example", "ana's script").secret,
+            create_token(parts.engine, "luis@soporte.example", "luis's tool").secret)
+
+
+@pytest.fixture
+def api(parts, settings, team):
+    with TestClient(create_app(settings, parts.engine, parts.workflow)) as client:
+        client.headers["Authorization"] = f"Bearer {team[0]}"
+        yield client
+
+
+def as_luis(team) -> dict[str, str]:
+    return {"Authorization": f"Bearer {team[1]}"}
+
+
+def new_tickets(parts, count: int = 1) -> list[int]:
+    numbers = []
+    for _ in range(count):
+        outcome = ingest(parts, "outlook-new-request-es.eml",
+                         raw=_fresh("outlook-new-request-es.eml", len(numbers)))
+        numbers.append(outcome.ticket)
+    return numbers
+
+
+def _fresh(name: str, n: int) -> bytes:
+    from tests.conftest import load_mail
+    raw = load_mail(name)
+    # Another Message-ID and subject each time, so that each mail is a new ticket.
+    return raw.replace(b"Message-ID: <", f"Message-ID: <api{n}.".encode(), 1).replace(
+        b"Subject: ", f"Subject: [{n}] ".encode(), 1)
+
+
+def assert_problem(response, status: int, words: str = "") -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body = response.json()
+    assert body["status"] == status and body["title"]
+    assert words.lower() in (body.get("detail") or "").lower(), body
+    return body
+
+
+# --------------------------------------------------------------------------- authentication
+
+
+def test_no_token_a_wrong_one_a_revoked_one_or_a_deactivated_agent_get_401(api, parts, team):
+    bare = {"Authorization": ""}
+    assert_problem(api.get("/api/v1/tickets", headers=bare), 401, "bearer")
+    assert api.get("/api/v1/tickets", headers=bare).headers["www-authenticate"] == "Bearer"
+    assert_problem(api.get("/api/v1/tickets", headers={"Authorization": "Bearer hd_nope"}),
+                   401, "unknown or revoked")
+    assert api.get("/api/v1/tickets").status_code == 200
+    set_agent_active(parts.engine, "ana@soporte.example", False)
+    assert_problem(api.get("/api/v1/tickets"), 401)
+    set_agent_active(parts.engine, "ana@soporte.example", True)
+    assert api.get("/api/v1/tickets").status_code == 200
+    revoke_token(parts.engine, 1)
+    assert_problem(api.get("/api/v1/tickets"), 401)
+    assert api.get("/api/v1/tickets", headers=as_luis(team)).status_code == 200
+    # Writes too.
+    assert_problem(api.post("/api/v1/tickets/1001/notes", json={"text": "x"}), 401)
+
+
+def test_the_openapi_description_is_served_and_names_every_route(api):
+    description = api.get("/api/openapi.json", headers={"Authorization": ""})
+    assert description.status_code == 200
+    spec = description.json()
+    assert spec["openapi"].startswith("3.1")
+    assert {"/v1/tickets", "/v1/tickets/{number}", "/v1/tickets/{number}/status",
+            "/v1/tickets/{number}/replies", "/v1/tickets/{number}/notes",
+            "/v1/tickets/{number}/files/{file_id}"} <= set(spec["paths"])
+    assert spec["servers"] == [{"url": "/api"}]
+    assert "bearer" in str(spec["components"]["securitySchemes"]).lower()
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def test_tickets_are_found_by_filters_a_page_at_a_time(api, parts, team):
+    numbers = new_tickets(parts, 5)
+    seen, cursor = [], None
+    while True:
+        page = api.get("/api/v1/tickets", params={"limit": 2, **({"cursor": cursor}
+                                                                  if cursor else {})}).json()
+        seen += [item["number"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted(numbers, reverse=True)  # each once, the latest updated first
+    item = api.get("/api/v1/tickets", params={"limit": 1}).json()["items"][0]
+    assert item["organization"]["code"] == "C0001" and item["requester"]["email"] == MARIA
+    assert item["priority"] == "normal" and item["assignee"] is None and item["version"] >= 1
+
+    first = numbers[0]
+    api.patch(f"/api/v1/tickets/{first}", json={"priority": "urgent",
+                                                 "assignee": "luis@soporte.example"})
+    api.post(f"/api/v1/tickets/{first}/status", json={"status": "qualified"})
+
+    def found(**params) -> list[int]:
+        answer = api.get("/api/v1/tickets", params=params)
+        assert answer.status_code == 200, answer.text
+        return [i["number"] for i in answer.json()["items"]]
+
+    assert found(status="qualified") == [first]
+    assert sorted(found(status=["new", "qualified"])) == sorted(numbers)
+    assert found(priority="urgent") == [first]
+    assert found(assignee="luis@soporte.example") == [first]
+    assert len(found(assignee="none")) == 4
+    assert found(text="[0] factura") == [first]
+    assert sorted(found(text="4012")) == sorted(numbers)  # a word of the mails, not subjects
+    assert found(organization="C0002") == []
+    assert_problem(api.get("/api/v1/tickets", params={"status": "done"}), 422, "status")
+    assert_problem(api.get("/api/v1/tickets", params={"cursor": "???"}), 422, "cursor")
+    assert_problem(api.get("/api/v1/tickets", params={"limit": 0}), 422, "limit")
+
+
+def test_a_ticket_is_read_whole_with_its_files_and_mails(api, parts):
+    outcome = ingest(parts, "apple-mail-screenshot-es.eml")
+    number = outcome.ticket
+    answer = api.get(f"/api/v1/tickets/{number}")
+    assert answer.status_code == 200
+    ticket = answer.json()
+    assert answer.headers["etag"] == f'"{ticket["version"]}"'
+    assert ticket["messages"][0]["direction"] == "in" and ticket["messages"][0]["new_text"]
+    assert ticket["history"][0]["to_status"] == "new"
+    assert [n["event"] for n in ticket["notifications"]] == ["received"]
+    assert ticket["notifications"][0]["state"] == "queued"
+    files = [f for f in ticket["files"] if f["accepted"]]
+    assert files, ticket["files"]
+    download = api.get(files[0]["download_url"])
+    assert download.status_code == 200
+    assert download.headers["content-type"].startswith(files[0]["content_type"])
+    assert download.headers["x-content-type-options"] == "nosniff"
+    assert len(download.content) == files[0]["size"]
+    assert_problem(api.get(f"/api/v1/tickets/{number}/files/999999"), 404)
+    assert_problem(api.get("/api/v1/tickets/999999"), 404, "no ticket")
+
+
+# --------------------------------------------------------------------------- acting
+
+
+def test_actions_go_through_the_workflow_and_are_recorded_with_agent_and_token(api, parts):
+    (number,) = new_tickets(parts)
+    add_application(parts.engine, "Facturación Plus")
+    done = api.post(f"/api/v1/tickets/{number}/status", json={"status": "qualified",
+                                                               "note": "revisado"})
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "qualified" and done.json()["notification_id"]
+    # Impossible moves are refused, with the reason; required fields are asked for.
+    assert_problem(api.post(f"/api/v1/tickets/{number}/status", json={"status": "closed"}),
+                   409, "cannot become closed")
+    assert_problem(api.post(f"/api/v1/tickets/{number}/status", json={"status": "planned"}),
+                   409, "planned date")
+    assert_problem(api.post(f"/api/v1/tickets/{number}/status",
+                            json={"status": "awaiting_customer"}), 409, "what the customer")
+    asked = api.post(f"/api/v1/tickets/{number}/status",
+                     json={"status": "awaiting_customer", "request": "El PDF de la factura"})
+    assert asked.status_code == 200
+    assert_problem(api.post(f"/api/v1/tickets/{number}/status", json={"status": "lost"}), 422)
+
+    answered = api.post(f"/api/v1/tickets/{number}/replies",
+                        json={"text": "Gracias, lo revisamos."})
+    assert answered.status_code == 200
+    noted = api.post(f"/api/v1/tickets/{number}/notes",
+                     json={"text": "Nota interna: cliente importante"})
+    assert noted.status_code == 200
+    patched = api.patch(f"/api/v1/tickets/{number}",
+                        json={"priority": "high", "application": "Facturación Plus",
+                              "assignee": "ana@soporte.example"})
+    assert patched.json()["changed"] == ["application", "assignee", "priority"]
+    assert_problem(api.patch(f"/api/v1/tickets/{number}", json={"assignee": "x@y.z"}), 422,
+                   "no active agent")
+    assert_problem(api.patch(f"/api/v1/tickets/{number}", json={"priority": "asap"}), 422)
+    cleared = api.patch(f"/api/v1/tickets/{number}", json={"assignee": None})
+    assert cleared.json()["changed"] == ["assignee"]
+
+    ticket = api.get(f"/api/v1/tickets/{number}").json()
+    assert ticket["status"] == "awaiting_customer" and ticket["priority"] == "high"
+    assert ticket["application"] == "Facturación Plus" and ticket["assignee"] is None
+    events = [n["event"] for n in ticket["notifications"]]
+    assert events == ["received", "qualified", "awaiting_customer", "agent_reply"]
+    note = [m for m in ticket["messages"] if m["internal"]]
+    assert [m["text"] for m in note] == ["Nota interna: cliente importante"]
+    with Session(parts.engine) as session:
+        actions = session.exec(select(TeamAction).order_by(col(TeamAction.id))).all()
+        reply = session.exec(select(Message).where(Message.channel == "agent")).one()
+        mails = session.exec(select(Notification.context)).all()
+    assert [a.action for a in actions] == ["status", "status", "reply", "note", "update",
+                                           "update"]
+    assert {(a.agent_id, a.token_id) for a in actions} == {(1, 1)}
+    assert reply.author_agent_id == 1
+    assert not any("Nota interna" in context for context in mails)
+
+
+def test_an_internal_note_never_reaches_the_customer_area(api, parts, settings):
+    (number,) = new_tickets(parts)
+    api.post(f"/api/v1/tickets/{number}/notes", json={"text": "Ojo: moroso, no prometer nada"})
+    api.post(f"/api/v1/tickets/{number}/replies", json={"text": "Lo estamos mirando."})
+    with TestClient(create_app(settings, parts.engine, parts.workflow)) as customer:
+        log_in(customer)
+        page = customer.get(f"/tickets/{number}")
+    assert page.status_code == 200
+    assert "Lo estamos mirando." in page.text
+    assert "moroso" not in page.text
+
+
+def test_if_match_refuses_a_change_made_on_a_stale_version(api, parts, team):
+    (number,) = new_tickets(parts)
+    version = api.get(f"/api/v1/tickets/{number}").headers["etag"]
+    first = api.patch(f"/api/v1/tickets/{number}", json={"priority": "high"},
+                      headers={"If-Match": version})
+    assert first.status_code == 200 and f'"{first.json()["version"]}"' != version
+    # Luis read the same version: his change is refused, and says what the version is now.
+    stale = api.patch(f"/api/v1/tickets/{number}", json={"priority": "low"},
+                      headers={"If-Match": version, **as_luis(team)})
+    assert_problem(stale, 412, "changed since")
+    assert stale.headers["etag"] == f'"{first.json()["version"]}"'
+    assert_problem(api.post(f"/api/v1/tickets/{number}/replies", json={"text": "x"},
+                            headers={"If-Match": version}), 412)
+    assert api.get(f"/api/v1/tickets/{number}").json()["priority"] == "high"
+    # Any change moves the version, a customer's mail included; without If-Match, no check.
+    assert api.patch(f"/api/v1/tickets/{number}", json={"priority": "low"}).status_code == 200
+
+
+def test_a_post_sent_again_with_its_idempotency_key_acts_once(api, parts):
+    (number,) = new_tickets(parts)
+    key = {"Idempotency-Key": "retry-7f3a"}
+    first = api.post(f"/api/v1/tickets/{number}/replies", json={"text": "Una vez"},
+                     headers=key)
+    again = api.post(f"/api/v1/tickets/{number}/replies", json={"text": "Una vez"},
+                     headers=key)
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+    with Session(parts.engine) as session:
+        replies = session.exec(select(Notification).where(
+            Notification.event == "agent_reply")).all()
+    assert len(replies) == 1
+    # The same key for another request is a mistake, said so; another key acts again.
+    assert_problem(api.post(f"/api/v1/tickets/{number}/replies", json={"text": "Otra"},
+                            headers=key), 422, "another request")
+    other = api.post(f"/api/v1/tickets/{number}/replies", json={"text": "Una vez"},
+                     headers={"Idempotency-Key": "retry-8b1c"})
+    assert other.status_code == 200 and "idempotent-replayed" not in other.headers
+    # An error answer is kept too (nothing was done, and retrying will not change that).
+    wrong = {"Idempotency-Key": "retry-9"}
+    assert api.post("/api/v1/tickets/999999/notes", json={"text": "x"},
+                    headers=wrong).status_code == 404
+    assert api.post("/api/v1/tickets/999999/notes", json={"text": "x"},
+                    headers=wrong).headers["idempotent-replayed"] == "true"

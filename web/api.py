@@ -1,0 +1,368 @@
+"""The support team's JSON API, mounted at /api: version 1 under /api/v1, its OpenAPI 3.1
+description at /api/openapi.json (written by FastAPI from the types of web.api_types).
+
+Every call is made with an API token (``Authorization: Bearer hd_...``, `helpdesk token
+create`) and acts as its agent; every write is recorded with both (gateway.team). Errors are
+``application/problem+json`` (RFC 9457). A write to a ticket may carry ``If-Match`` with the
+ticket's version (its ETag): if the ticket changed meanwhile, 412 and nothing is done. A POST
+may carry an ``Idempotency-Key``: sent again, it gets the first answer again instead of acting
+twice (web.idempotency). Status changes and answers go through the same workflow as the
+command line and the customer area (gateway.workflow).
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoints' annotations, some of
+# them names local to create_api.
+import base64
+import binascii
+import logging
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, col, select
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway import team
+from gateway.team import Actor, StaleTicket, TeamError
+from gateway.workflow import TransitionError, Workflow
+from storage.agents import agent_for_token
+from storage.blobs import BlobStore
+from storage.db import transaction
+from storage.faults import is_unavailable
+from storage.models import Agent, Application, Organization, Ticket, aware
+from storage.team import FoundTicket, TicketFilter, TicketRecord, find_tickets, ticket_record
+from web import api_types as out
+from web.idempotency import Idempotency
+
+log = logging.getLogger("gateway.web.api")
+
+PROBLEM = "application/problem+json"
+MAX_PAGE = 200
+
+
+class ApiProblem(Exception):
+    def __init__(self, status: int, title: str, detail: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail or title)
+        self.status, self.title, self.detail, self.headers = status, title, detail, headers
+
+
+def problem(status: int, title: str, detail: str | None = None,
+            headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    body = {"type": "about:blank", "title": title, "status": status, **extra}
+    if detail:
+        body["detail"] = detail
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": out.Problem, "content": {PROBLEM: {}}, "description": text}
+    for status, text in {401: "No token, or a token that does not work (any more).",
+                         404: "No such ticket or file.",
+                         409: "Impossible now (a status that cannot follow the ticket's).",
+                         412: "The ticket changed since the version named by If-Match.",
+                         422: "A field is missing or wrong."}.items()}
+
+
+def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore) -> FastAPI:
+    api = FastAPI(title="Helpdesk gateway API", version="1", openapi_url="/openapi.json",
+                  docs_url=None, redoc_url=None, responses=ERRORS,
+                  description=__doc__)
+    bearer = HTTPBearer(auto_error=False, description="An API token: `helpdesk token create`.")
+
+    def acting(credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                      Security(bearer)]) -> Actor:
+        if credentials is None:
+            raise ApiProblem(401, "Token required", "send Authorization: Bearer <token>",
+                             {"WWW-Authenticate": "Bearer"})
+        found = agent_for_token(engine, credentials.credentials)
+        if found is None:
+            raise ApiProblem(401, "Token not accepted",
+                             "unknown or revoked token, or its agent is deactivated",
+                             {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        agent, token = found
+        return Actor(agent, token.id)
+
+    Agent_ = Annotated[Actor, Depends(acting)]
+    IfMatch = Annotated[str | None, Header(
+        description="The ticket's version (its ETag) as read: 412 if it changed since.")]
+
+    # ------------------------------------------------------------------ errors
+
+    @api.exception_handler(ApiProblem)
+    async def _problem(request: Request, exc: ApiProblem) -> JSONResponse:
+        return problem(exc.status, exc.title, exc.detail, exc.headers)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, str(exc.detail), headers=exc.headers)
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": ".".join(str(p) for p in error["loc"]), "message": error["msg"]}
+                  for error in exc.errors()]
+        return problem(422, "Invalid request", "; ".join(
+            f"{e['field']}: {e['message']}" for e in errors), errors=errors)
+
+    @api.exception_handler(TransitionError)
+    async def _transition(request: Request, exc: TransitionError) -> JSONResponse:
+        return problem(409, "Not possible now", str(exc))
+
+    @api.exception_handler(StaleTicket)
+    async def _stale(request: Request, exc: StaleTicket) -> JSONResponse:
+        return problem(412, "The ticket changed", str(exc), {"ETag": f'"{exc.current}"'})
+
+    @api.exception_handler(SQLAlchemyError)
+    async def _database(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        if is_unavailable(exc):
+            return problem(503, "Database unavailable", "try again shortly",
+                           {"Retry-After": "30"})
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return problem(500, "Internal error")
+
+    @api.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Never a stack trace to a client: the details go to the log.
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return problem(500, "Internal error")
+
+    @api.exception_handler(TeamError)
+    async def _team(request: Request, exc: TeamError) -> JSONResponse:
+        return problem(422, "Invalid request", str(exc))
+
+    # ------------------------------------------------------------------ tickets
+
+    @api.get("/v1/tickets", response_model=out.TicketList, tags=["tickets"])
+    def list_tickets(
+        actor: Agent_,
+        status: Annotated[list[out.Status] | None, Query()] = None,
+        organization: Annotated[str | None, Query(description="An organization's code.")] = None,
+        application: Annotated[str | None, Query(description="An application's name.")] = None,
+        assignee: Annotated[str | None, Query(
+            description="An agent's email, or `none` for tickets nobody has.")] = None,
+        priority: Annotated[list[out.Priority] | None, Query()] = None,
+        text: Annotated[str, Query(max_length=200,
+                                   description="Words in the subject or a message.")] = "",
+        created_from: datetime | None = None, created_to: datetime | None = None,
+        updated_from: datetime | None = None, updated_to: datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        cursor: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> out.TicketList:
+        """Tickets matching every filter given, the most recently updated first."""
+        wanted = TicketFilter(statuses=status or (), organization_code=organization,
+                              application=application, text=text, assignee=assignee,
+                              priorities=priority or (), created_from=created_from,
+                              created_to=created_to, updated_from=updated_from,
+                              updated_to=updated_to)
+        with Session(engine) as session:
+            found = find_tickets(session, wanted, limit=limit + 1, before=_cursor(cursor))
+            agents = _agents(session, [row.ticket.assignee_id for row in found])
+            applications = _applications(session, [row.ticket.application_id for row in found])
+        page = found[:limit]
+        more = len(found) > limit
+        return out.TicketList(
+            items=[_summary(row, agents, applications) for row in page],
+            next_cursor=_cursor_of(page[-1].ticket) if more and page else None)
+
+    @api.get("/v1/tickets/{number}", response_model=out.TicketDetail, tags=["tickets"])
+    def read_ticket(number: int, actor: Agent_, request: Request,
+                    response: Response) -> out.TicketDetail:
+        """A ticket with its whole thread (internal notes included), files, status history
+        and every mail sent about it with its delivery state."""
+        with Session(engine) as session:
+            record = ticket_record(session, number)
+            if record is None:
+                raise ApiProblem(404, "No such ticket", f"no ticket {number}")
+            agents = _agents(session, [record.ticket.assignee_id])
+            applications = _applications(session, [record.ticket.application_id])
+        response.headers["ETag"] = f'"{record.ticket.version}"'
+        return _detail(record, agents, applications,
+                       f"{request.scope.get('root_path', '')}/v1/tickets/{number}/files")
+
+    @api.get("/v1/tickets/{number}/files/{file_id}", tags=["tickets"],
+             response_class=FileResponse,
+             responses={200: {"content": {"application/octet-stream": {}},
+                              "description": "The file, with the type we detected."}})
+    def download(number: int, file_id: int, actor: Agent_) -> FileResponse:
+        with Session(engine) as session:
+            record = ticket_record(session, number)
+        item = next((f for f in record.attachments if f.id == file_id), None) if record else None
+        if item is None or not item.accepted or not item.storage_key:
+            raise ApiProblem(404, "No such file", f"ticket {number} has no file {file_id}")
+        path = blobs.path(item.storage_key)
+        if not path.exists():
+            raise ApiProblem(404, "No such file", "the file is missing from the store")
+        return FileResponse(path, media_type=item.content_type, filename=item.filename,
+                            headers={"X-Content-Type-Options": "nosniff"})
+
+    def _change(number: int, if_match: str | None, actor: Actor, action) -> out.Done:
+        """Run ``action(session, ticket)`` on the ticket, locked, after the If-Match check;
+        what it did, with the ticket's version after it."""
+        expected = _version(if_match)
+        with transaction(engine) as session:
+            ticket = team.ticket_for_change(session, number)
+            if ticket is None:
+                raise ApiProblem(404, "No such ticket", f"no ticket {number}")
+            team.expect_version(ticket, expected)
+            done = action(session, ticket)
+            session.flush()
+            ticket_id = ticket.id
+        with Session(engine) as session:
+            after = session.get(Ticket, ticket_id)
+            assert after is not None
+            return out.Done(number=number, status=after.status, version=after.version,
+                            **done)
+
+    @api.post("/v1/tickets/{number}/status", response_model=out.Done, tags=["actions"])
+    def change_status(number: int, body: out.StatusChangeIn, actor: Agent_,
+                      if_match: IfMatch = None) -> out.Done:
+        """Move the ticket to another status through the workflow's transitions; the customer
+        is mailed where the design says so (resolved: with the star links)."""
+        def act(session: Session, ticket: Ticket) -> dict:
+            mail = team.move(session, workflow, ticket, actor, body.status, note=body.note,
+                             planned_for=body.planned_for, request=body.request)
+            session.flush()
+            return {"notification_id": mail.id if mail else None}
+        return _change(number, if_match, actor, act)
+
+    @api.post("/v1/tickets/{number}/replies", response_model=out.Done, tags=["actions"])
+    def reply(number: int, body: out.TextIn, actor: Agent_,
+              if_match: IfMatch = None) -> out.Done:
+        """Answer the customer: kept on the thread and mailed to the requester."""
+        def act(session: Session, ticket: Ticket) -> dict:
+            mail = team.reply(session, workflow, ticket, actor, body.text)
+            session.flush()
+            return {"notification_id": mail.id}
+        return _change(number, if_match, actor, act)
+
+    @api.post("/v1/tickets/{number}/notes", response_model=out.Done, tags=["actions"])
+    def add_note(number: int, body: out.TextIn, actor: Agent_,
+                 if_match: IfMatch = None) -> out.Done:
+        """An internal note, for the team only: never in the customer area nor in a mail."""
+        def act(session: Session, ticket: Ticket) -> dict:
+            return {"message_id": team.note(session, ticket, actor, body.text).id}
+        return _change(number, if_match, actor, act)
+
+    @api.patch("/v1/tickets/{number}", response_model=out.Done, tags=["actions"])
+    def update_ticket(number: int, body: out.TicketPatch, actor: Agent_,
+                      if_match: IfMatch = None) -> out.Done:
+        """Set priority, application or assignee; only the fields sent change."""
+        sent = body.model_fields_set
+        def act(session: Session, ticket: Ticket) -> dict:
+            changes: dict[str, Any] = {name: getattr(body, name) for name in
+                                       ("application", "assignee") if name in sent}
+            changed = team.update(session, ticket, actor, priority=body.priority, **changes)
+            return {"changed": changed}
+        return _change(number, if_match, actor, act)
+
+    # ------------------------------------------------------------------ directory
+
+    @api.get("/v1/organizations", response_model=list[out.Organization], tags=["directory"])
+    def organizations(actor: Agent_) -> list[out.Organization]:
+        with Session(engine) as session:
+            rows = session.exec(select(Organization).order_by(col(Organization.code))).all()
+        return [out.Organization(code=o.code, name=o.name, tax_id=o.tax_id) for o in rows]
+
+    @api.get("/v1/applications", response_model=list[str], tags=["directory"])
+    def applications(actor: Agent_) -> list[str]:
+        with Session(engine) as session:
+            return list(session.exec(select(Application.name).where(col(Application.active))
+                                     .order_by(col(Application.name))).all())
+
+    Idempotency.install(api, engine)
+    return api
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _version(if_match: str | None) -> int | None:
+    if if_match is None or if_match.strip() == "*":
+        return None
+    value = if_match.strip().removeprefix("W/").strip('"')
+    if not value.isdigit():
+        raise ApiProblem(412, "The ticket changed", f"If-Match {if_match!r} names no version")
+    return int(value)
+
+
+def _cursor_of(ticket: Ticket) -> str:
+    raw = f"{aware(ticket.updated_at).isoformat()}|{ticket.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor(value: str | None) -> tuple[datetime, int] | None:
+    if not value:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        moment, _, ticket_id = raw.partition("|")
+        return datetime.fromisoformat(moment), int(ticket_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ApiProblem(422, "Invalid request", "cursor: not one this API gave") from None
+
+
+def _agents(session: Session, ids: list[int | None]) -> dict[int, Agent]:
+    wanted = {i for i in ids if i is not None}
+    if not wanted:
+        return {}
+    return {a.id: a for a in session.exec(select(Agent).where(col(Agent.id).in_(wanted)))
+            if a.id is not None}
+
+
+def _applications(session: Session, ids: list[int | None]) -> dict[int, str]:
+    wanted = {i for i in ids if i is not None}
+    if not wanted:
+        return {}
+    rows = session.exec(select(Application.id, Application.name)
+                        .where(col(Application.id).in_(wanted)))
+    return {i: name for i, name in rows if i is not None}
+
+
+def _summary(row: FoundTicket | TicketRecord, agents: dict[int, Agent],
+             applications: dict[int, str]) -> dict[str, Any]:
+    ticket = row.ticket
+    assignee = agents.get(ticket.assignee_id) if ticket.assignee_id is not None else None
+    return {
+        "number": ticket.number, "subject": ticket.subject, "status": ticket.status,
+        "priority": ticket.priority, "channel": ticket.channel,
+        "organization": out.Organization(code=row.organization.code, name=row.organization.name,
+                                         tax_id=row.organization.tax_id),
+        "requester": out.Person(name=row.requester.name, email=row.requester.email),
+        "application": applications.get(ticket.application_id)
+        if ticket.application_id is not None else None,
+        "assignee": out.Person(name=assignee.name, email=assignee.email) if assignee else None,
+        "rating": ticket.rating, "created_at": aware(ticket.created_at),
+        "updated_at": aware(ticket.updated_at), "version": ticket.version,
+    }
+
+
+def _detail(record: TicketRecord, agents: dict[int, Agent], applications: dict[int, str],
+            files_url: str) -> out.TicketDetail:
+    return out.TicketDetail(
+        **_summary(record, agents, applications),
+        rating_comment=record.ticket.rating_comment,
+        messages=[out.MessageOut(
+            id=m.id, direction=m.direction, channel=m.channel, internal=m.internal,
+            author=m.from_address, subject=m.subject, new_text=m.new_text or m.text,
+            text=m.text, automatic=m.automatic, created_at=aware(m.created_at))
+            for m in record.messages if m.id is not None],
+        files=[out.FileOut(
+            id=f.id, message_id=f.message_id, filename=f.filename,
+            content_type=f.content_type, size=f.size, accepted=f.accepted, reason=f.reason,
+            download_url=f"{files_url}/{f.id}" if f.accepted and f.storage_key else None)
+            for f in record.attachments if f.id is not None],
+        history=[out.HistoryEntry(from_status=h.from_status, to_status=h.to_status,
+                                  actor=h.actor, note=h.note, created_at=aware(h.created_at))
+                 for h in record.history],
+        notifications=[out.NotificationOut(
+            id=n.id, event=n.event, recipient=n.recipient, state=n.state,
+            attempts=n.attempts, failure=n.failure, last_error=n.last_error,
+            created_at=aware(n.created_at),
+            sent_at=aware(n.sent_at) if n.sent_at else None)
+            for n in record.notifications if n.id is not None],
+    )
