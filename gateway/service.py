@@ -40,7 +40,7 @@ from gateway.worker import (
     run_web,
 )
 from gateway.workflow import Workflow
-from storage import inbound, outbox, queues, sessions, throttle
+from storage import idempotency, inbound, outbox, queues, sessions, throttle
 from storage.blobs import BlobStore
 from storage.db import make_engine
 from storage.faults import describe, is_unavailable
@@ -244,9 +244,11 @@ class Service:
         forgotten = forget_old_openings(parts.engine)
         forgotten += throttle.forget_before(parts.engine, utcnow() - THROTTLE_KEPT)
         forgotten += sessions.forget_before(parts.engine, utcnow() - SESSIONS_KEPT)
+        forgotten += idempotency.forget_before(parts.engine, utcnow() - idempotency.KEEP)
         if reminded or forgotten:
             log.info("housekeeping: %d rating reminder(s) queued, %d old star-link opening(s), "
-                     "throttle event(s) and ended session(s) forgotten", reminded, forgotten)
+                     "throttle event(s), ended session(s) and API idempotency key(s) "
+                     "forgotten", reminded, forgotten)
         report_stuck(parts.engine, self.settings)
 
 

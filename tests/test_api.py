@@ -4,16 +4,18 @@ the workflow, If-Match, Idempotency-Key, problem+json errors; on SQLite and Post
 from __future__ import annotations
 
 import warnings
+from datetime import timedelta
 
 import pytest
 from sqlmodel import Session, col, select
 from starlette.exceptions import StarletteDeprecationWarning
 
 from gateway.cli import main  # noqa: F401 (the command line's wiring, as the service has it)
+from storage import idempotency
 from storage.agents import add_agent, create_token, revoke_token
 from storage.agents import set_active as set_agent_active
 from storage.directory import add_application
-from storage.models import Message, Notification, TeamAction
+from storage.models import Message, Notification, TeamAction, utcnow
 from tests.test_customer_area import MARIA, ingest, log_in
 from web.app import create_app
 
@@ -277,3 +279,8 @@ def test_a_post_sent_again_with_its_idempotency_key_acts_once(api, parts):
                     headers=wrong).status_code == 404
     assert api.post("/api/v1/tickets/999999/notes", json={"text": "x"},
                     headers=wrong).headers["idempotent-replayed"] == "true"
+    # Housekeeping forgets the keys after a day: the same key then acts anew.
+    assert idempotency.forget_before(parts.engine, utcnow() - idempotency.KEEP) == 0
+    assert idempotency.forget_before(parts.engine, utcnow() + timedelta(seconds=1)) == 3
+    anew = api.post(f"/api/v1/tickets/{number}/replies", json={"text": "Una vez"}, headers=key)
+    assert anew.status_code == 200 and "idempotent-replayed" not in anew.headers

@@ -6,40 +6,24 @@ claims its key for its agent in the database (``idempotent_request``, unique per
 before the request acts, and stores the answer after. Sent again with the same method, path
 and body: the stored answer, marked ``Idempotent-Replayed: true``. The same key with another
 request: 422. While the first is still running: 409 (try again). An answer of 5xx is not kept
-(nothing was done, a retry may act). Keys are forgotten after ``KEEP`` (housekeeping).
+(nothing was done, a retry may act). Keys are forgotten after a day (storage.idempotency,
+housekeeping).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, delete, select
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from storage import idempotency
 from storage.agents import agent_for_token
-from storage.db import transaction
-from storage.models import IdempotentRequest, aware, utcnow
 
-KEEP = timedelta(hours=24)
-ABANDONED = timedelta(minutes=2)  # a claim this old without an answer: its request died
 REPLAYED_HEADERS = ("content-type", "etag", "location")
-
-
-@dataclass(frozen=True)
-class _Claim:
-    outcome: str  # "new", "replay", "busy", "mismatch"
-    row_id: int | None = None
-    status: int = 0
-    headers: dict[str, str] | None = None
-    body: bytes = b""
 
 
 class Idempotency:
@@ -80,7 +64,8 @@ class Idempotency:
         fingerprint = hashlib.sha256(b"\0".join([
             scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""),
             body])).hexdigest()
-        claim = await run_in_threadpool(self._claim, agent_id, key, fingerprint)
+        claim = await run_in_threadpool(idempotency.claim, self.engine, agent_id, key,
+                                        fingerprint)
         if claim.outcome == "replay":
             stored = {**(claim.headers or {}), "idempotent-replayed": "true"}
             await send({"type": "http.response.start", "status": claim.status,
@@ -109,49 +94,13 @@ class Idempotency:
         try:
             await self.app(scope, replay_body, keep)
         except BaseException:
-            await run_in_threadpool(self._release, claim.row_id)
+            await run_in_threadpool(idempotency.release, self.engine, claim.row_id)
             raise
         if answer.status >= 500 or answer.status == 0:
-            await run_in_threadpool(self._release, claim.row_id)
+            await run_in_threadpool(idempotency.release, self.engine, claim.row_id)
         else:
-            await run_in_threadpool(self._store, claim.row_id, answer)
-
-    # ------------------------------------------------------------------ the database's side
-
-    def _claim(self, agent_id: int, key: str, fingerprint: str) -> _Claim:
-        try:
-            with transaction(self.engine) as session:
-                row = IdempotentRequest(agent_id=agent_id, key=key, fingerprint=fingerprint)
-                session.add(row)
-                session.flush()
-                return _Claim("new", row.id)
-        except IntegrityError:
-            pass
-        with transaction(self.engine) as session:
-            row = session.exec(select(IdempotentRequest).where(
-                IdempotentRequest.agent_id == agent_id, IdempotentRequest.key == key)).one()
-            if row.fingerprint != fingerprint:
-                return _Claim("mismatch")
-            if row.status_code:
-                return _Claim("replay", row.id, row.status_code, json.loads(row.headers),
-                              row.body or b"")
-            if utcnow() - aware(row.created_at) < ABANDONED:
-                return _Claim("busy")
-            row.created_at = utcnow()  # its request died: this one takes it over
-            session.add(row)
-            return _Claim("new", row.id)
-
-    def _store(self, row_id: int, answer: _Answer) -> None:
-        with transaction(self.engine) as session:
-            row = session.get(IdempotentRequest, row_id)
-            if row is not None:
-                row.status_code, row.body = answer.status, bytes(answer.body)
-                row.headers = json.dumps(answer.headers)
-                session.add(row)
-
-    def _release(self, row_id: int) -> None:
-        with transaction(self.engine) as session:
-            session.exec(delete(IdempotentRequest).where(col(IdempotentRequest.id) == row_id))
+            await run_in_threadpool(idempotency.store, self.engine, claim.row_id,
+                                    answer.status, answer.headers, bytes(answer.body))
 
 
 class _Answer:
@@ -180,11 +129,3 @@ async def _body(receive: Receive) -> bytes:
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
-
-
-def forget_before(engine: Engine, moment: datetime) -> int:
-    """Keys older than ``moment`` are forgotten (housekeeping, after KEEP)."""
-    with transaction(engine) as session:
-        result = session.exec(delete(IdempotentRequest).where(
-            col(IdempotentRequest.created_at) < moment))
-        return int(result.rowcount or 0)
