@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from gateway import logs
+from gateway import logs, webhooks
 from gateway.accounts import queue_password_link
 from gateway.contacts import TYPES as CONTACT_TYPES
 from gateway.inbound.ingest import RETRY
@@ -41,7 +41,7 @@ from storage.directory import (
     edit_contact,
 )
 from storage.migrate import upgrade
-from storage.models import AGENT_ROLES, InboundMessage, Notification, aware
+from storage.models import AGENT_ROLES, WEBHOOK_EVENTS, InboundMessage, Notification, aware
 from storage.team import TicketFilter, find_tickets, ticket_record
 from storage.tickets import contact_by_email, ticket_by_number
 
@@ -641,6 +641,69 @@ def token_revoke(ctx: click.Context, token_id: int) -> None:
     with _told(DirectoryError):
         revoke_token(parts.engine, token_id)
     click.echo(f"token {token_id} revoked")
+
+
+@main.group()
+def webhook() -> None:
+    """Webhooks to the team's helpdesk tool."""
+
+
+@webhook.command("add")
+@click.argument("url")
+@click.option("--event", "events", multiple=True, type=click.Choice(list(WEBHOOK_EVENTS)),
+              help="An event to send (repeat for several; none: all of them).")
+@click.option("--description", default="")
+@click.pass_context
+def webhook_add(ctx: click.Context, url: str, events: tuple[str, ...], description: str) -> None:
+    """Subscribe URL to events; prints the signing secret once."""
+    parts = _parts(ctx)
+    with _told(DirectoryError):
+        hook = webhooks.add(parts.engine, url, list(events), description)
+    click.echo(f"webhook {hook.id} to {hook.url} for {hook.events.replace(',', ', ')}; "
+               "its signing secret (Standard Webhooks), not shown again:")
+    click.echo(hook.secret)
+
+
+@webhook.command("list")
+@click.pass_context
+def webhook_list(ctx: click.Context) -> None:
+    """Every subscription."""
+    parts = _parts(ctx)
+    found = webhooks.subscriptions(parts.engine)
+    if not found:
+        click.echo("no webhooks")
+    for hook in found:
+        state = "active" if hook.active else "removed"
+        click.echo(f"{hook.id:>4}  {hook.url}  {hook.events}  {state}  {hook.description}")
+
+
+@webhook.command("remove")
+@click.argument("webhook_id", type=int)
+@click.pass_context
+def webhook_remove(ctx: click.Context, webhook_id: int) -> None:
+    """Stop a subscription: nothing more is sent to it."""
+    parts = _parts(ctx)
+    with _told(DirectoryError):
+        webhooks.remove(parts.engine, webhook_id)
+    click.echo(f"webhook {webhook_id} removed")
+
+
+@webhook.command("deliveries")
+@click.argument("webhook_id", type=int, required=False)
+@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
+@click.pass_context
+def webhook_deliveries(ctx: click.Context, webhook_id: int | None, limit: int) -> None:
+    """The latest deliveries, newest first: event, state, attempts, last answer."""
+    parts = _parts(ctx)
+    found = webhooks.deliveries(parts.engine, webhook_id, limit)
+    if not found:
+        click.echo("no deliveries")
+    for item in found:
+        answer = item.last_status or "-"
+        error = f"  {item.last_error[:80]}" if item.last_error else ""
+        click.echo(f"{item.id:>6}  webhook {item.webhook_id}  {item.event:<22} {item.state:<7} "
+                   f"attempts {item.attempts}  last answer {answer}  "
+                   f"made {_when(item.created_at)}{error}")
 
 
 @main.group("app")

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
+from gateway import events
 from gateway.inbound.prepare import PreparedFile
 from gateway.workflow import RefusedFile, Workflow
 from storage.models import Application, Contact, Message, Ticket, utcnow
@@ -61,7 +62,9 @@ def answer(session: Session, workflow: Workflow, *, ticket: Ticket, author: Cont
     workflow.customer_replied(session, ticket, author)
     subject = ticket.subject if ticket.subject.lower().startswith("re:") \
         else f"Re: {ticket.subject}"
-    return _keep(session, ticket, author, subject, text, files, at=utcnow())
+    message = _keep(session, ticket, author, subject, text, files, at=utcnow())
+    events.message_received(session, ticket, message)
+    return message
 
 
 def _keep(session: Session, ticket: Ticket, author: Contact, subject: str, text: str,

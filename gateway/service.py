@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
+import httpx
 from sqlalchemy.engine import Engine
 
 from gateway.channels.imap_poller import ImapPoller
@@ -30,6 +31,7 @@ from gateway.outbound.sender import Sender, sender_from_settings
 from gateway.ratings import forget_old_openings, promote_pending, queue_reminders
 from gateway.settings import Settings
 from gateway.supervisor import Supervisor, TaskPart, ThreadPart
+from gateway.webhooks import WebhookSender
 from gateway.worker import (
     Signals,
     WorkerProcess,
@@ -45,6 +47,7 @@ from storage.blobs import BlobStore
 from storage.db import make_engine
 from storage.faults import describe, is_unavailable
 from storage.models import InboundMessage, Notification, utcnow
+from storage.queues import new_holder
 from web.throttle import KEPT as THROTTLE_KEPT
 
 log = logging.getLogger("gateway.service")
@@ -135,7 +138,8 @@ class Service:
         # other cores.
         await self._start_workers()
         self._tasks = [TaskPart("housekeeping", self._housekeeping_loop),
-                       TaskPart("ratings", self._ratings_loop)]
+                       TaskPart("ratings", self._ratings_loop),
+                       TaskPart("webhooks", self._webhooks_loop)]
         # One thread per IMAP mailbox; a stored mail wakes the ingest workers as SMTP does.
         self._imap = [
             ImapPoller(mailbox, parts.engine, parts.blobs, poll_seconds=settings.imap_poll_seconds,
@@ -237,6 +241,22 @@ class Service:
                                   "%s s", RATINGS_EVERY)
             await asyncio.sleep(RATINGS_EVERY)
 
+    async def _webhooks_loop(self) -> None:
+        """Every WEBHOOKS_EVERY: each subscription's next due event is POSTed to the team's
+        helpdesk tool (gateway.webhooks)."""
+        sender = WebhookSender(self.parts.engine, new_holder("webhooks"))
+        async with httpx.AsyncClient(follow_redirects=False) as client:
+            while True:
+                try:
+                    await sender.deliver_due(client)
+                except Exception as exc:
+                    if is_unavailable(exc):
+                        log.info("webhooks wait: %s", describe(exc))
+                    else:
+                        log.exception("webhooks could not be delivered; tried again in %s s",
+                                      WEBHOOKS_EVERY)
+                await asyncio.sleep(WEBHOOKS_EVERY)
+
     def housekeeping(self) -> None:
         parts = self.parts
         reminded = queue_reminders(parts.engine, parts.workflow, parts.rating_links,
@@ -271,6 +291,7 @@ def report_stuck(engine: Engine, settings: Settings) -> None:
 STUCK_AFTER = timedelta(hours=1)
 SESSIONS_KEPT = timedelta(days=1)  # ended or expired sessions are deleted after this
 RATINGS_EVERY = 15.0  # seconds between looks at provisional ratings
+WEBHOOKS_EVERY = 1.0  # seconds between looks for webhook events to deliver
 
 
 def _smtp_hostname(settings: Settings) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
+from gateway import events
 from gateway.workflow import Workflow
 from storage.models import Contact, Ticket, VerificationRequest, utcnow
 
@@ -61,6 +62,7 @@ def decide(session: Session, workflow: Workflow, request: VerificationRequest, *
     sender.state = "verified" if approve else "rejected"
     if approve:
         sender.active = True  # a deactivated contact whose mail was held is back
+        events.contact_verified(session, sender, actor)
     session.add(sender)
     held = session.exec(select(Ticket).where(Ticket.requester_id == sender.id,
                                              Ticket.status == "held")

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from gateway import events
 from gateway.links import DECISIONS, RatingLinks, VerificationLinks
 from gateway.outbound.render import new_message_id
 from gateway.ratings import rating_links
@@ -126,6 +127,7 @@ class Workflow:
         if linked_ticket is not None:
             note += f", follows ticket {linked_ticket.number}"
         self._record(session, ticket, None, "new", requester.email, note)
+        events.ticket_created(session, ticket)
         if not notify:
             return ticket
         self.queue(
@@ -194,6 +196,7 @@ class Workflow:
         """A held ticket whose sender was verified becomes new; the sender gets the "received"
         mail with its number, answering their first mail."""
         self.change_status(session, ticket, "new", actor, "sender verified by the organization")
+        events.ticket_created(session, ticket)  # the team's from now on
         self.queue(session, event="received", ticket=ticket, contact=sender,
                    extra={"refused": refused_files(session, ticket)})
 
@@ -222,6 +225,7 @@ class Workflow:
             ticket.resolved_at = ticket.updated_at
         session.add(ticket)
         self._record(session, ticket, from_status, to_status, actor, note)
+        events.status_changed(session, ticket, from_status, to_status, actor, note)
 
     def resolve(
         self, session: Session, ticket: Ticket, actor: str, note: str = "",

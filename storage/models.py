@@ -378,3 +378,45 @@ class IdempotentRequest(SQLModel, table=True):
     headers: str = Field(default="{}", sa_column=Column(Text, nullable=False))  # JSON
     body: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
     created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+WEBHOOK_EVENTS = ("ticket.created", "message.received", "ticket.status_changed",
+                  "rating.received", "contact.verified")
+
+
+class Webhook(SQLModel, table=True):
+    """A subscription of the team's helpdesk tool: the events it wants, where to POST them, and
+    the secret they are signed with (Standard Webhooks: ``whsec_`` and base64)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    secret: str = Field(max_length=100)
+    events: str = Field(default="*", sa_column=Column(Text, nullable=False))  # "*" or a,b
+    description: str = Field(default="", max_length=200)
+    active: bool = Field(default=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+    def wants(self, event: str) -> bool:
+        return self.events == "*" or event in self.events.split(",")
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """The webhooks' outbox: one event for one subscription, written in the transaction of the
+    change it tells of, delivered in order, with retries (gateway.webhooks)."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (Index("ix_webhook_delivery_due", "webhook_id", "state", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    webhook_id: int = Field(foreign_key="webhook.id")
+    event_id: str = Field(max_length=40, index=True)  # webhook-id: the same for every retry
+    event: str = Field(max_length=40)
+    payload: str = Field(sa_column=Column(Text, nullable=False))  # the JSON body, as signed
+    state: str = Field(default="queued", max_length=12)  # queued, sent, failed
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime = Field(default_factory=utcnow)
+    claimed_at: datetime | None = None
+    claimed_by: str | None = Field(default=None, max_length=128)
+    last_status: int | None = None  # the receiver's HTTP status, none if it could not be reached
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+    delivered_at: datetime | None = None

@@ -16,6 +16,7 @@ from datetime import timedelta
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from gateway import events
 from gateway.inbound import attachments
 from gateway.inbound.correlate import Clues, clues
 from gateway.inbound.parse import ParsedMail
@@ -239,7 +240,8 @@ class _Run:
             return self.finish("created", new, f"follows {ticket.status} ticket {ticket.number}")
         if ticket is not None:
             self.ing.workflow.customer_replied(self.session, ticket, contact)
-            self._store(ticket, contact, split=True)
+            events.message_received(self.session, ticket,
+                                    self._store(ticket, contact, split=True))
             refused = self._refused()
             if refused:  # the customer hears which files we could not take, and why
                 self.ing.workflow.queue(
@@ -374,7 +376,7 @@ class _Run:
                 if not f.accepted]
 
     def _store(self, ticket: Ticket, author: Contact | None, *, split: bool,
-               automatic: bool = False, opening: bool = False) -> None:
+               automatic: bool = False, opening: bool = False) -> Message:
         """The message on its ticket, with its files: accepted ones stored, refused ones noted."""
         mail, row = self.mail, self.row
         message = Message(
@@ -395,6 +397,7 @@ class _Run:
         self.session.add(message)
         self.session.flush()
         add_files(self.session, message, self.prepared.files)
+        return message
 
     def files(self) -> tuple[PreparedFile, ...]:
         return self.prepared.files

@@ -1,0 +1,89 @@
+"""Events for the team's helpdesk tool, written in the transaction of the change they tell of.
+
+``emit`` adds one ``WebhookDelivery`` per active subscription that wants the event, like the
+mail outbox: a change rolled back tells nobody, a committed one is delivered later
+(gateway.webhooks) even across crashes. The body is a Standard Webhooks message:
+``{"type": ..., "timestamp": ..., "data": {...}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from storage.models import (
+    WEBHOOK_EVENTS,
+    Contact,
+    Message,
+    Organization,
+    Ticket,
+    Webhook,
+    WebhookDelivery,
+    aware,
+    utcnow,
+)
+
+
+def emit(session: Session, event: str, data: dict[str, Any]) -> int:
+    """Queue ``event`` for every subscription that wants it; how many."""
+    assert event in WEBHOOK_EVENTS, event
+    hooks = [hook for hook in session.exec(select(Webhook).where(col(Webhook.active)))
+             if hook.wants(event)]
+    if not hooks:
+        return 0
+    event_id = f"msg_{uuid.uuid4().hex}"
+    payload = json.dumps({"type": event, "timestamp": utcnow().isoformat(), "data": data},
+                         ensure_ascii=False, default=str, separators=(",", ":"))
+    for hook in hooks:
+        assert hook.id is not None
+        session.add(WebhookDelivery(webhook_id=hook.id, event_id=event_id, event=event,
+                                    payload=payload))
+    return len(hooks)
+
+
+def ticket_data(session: Session, ticket: Ticket) -> dict[str, Any]:
+    """What every ticket event says of its ticket (the API has the rest: /api/v1/tickets/N)."""
+    organization = session.get(Organization, ticket.organization_id)
+    requester = session.get(Contact, ticket.requester_id)
+    return {"number": ticket.number, "subject": ticket.subject, "status": ticket.status,
+            "priority": ticket.priority, "channel": ticket.channel,
+            "organization": organization.code if organization else None,
+            "requester": requester.email if requester else None,
+            "created_at": aware(ticket.created_at).isoformat(),
+            "updated_at": aware(ticket.updated_at).isoformat()}
+
+
+def ticket_created(session: Session, ticket: Ticket) -> None:
+    emit(session, "ticket.created", {"ticket": ticket_data(session, ticket)})
+
+
+def status_changed(session: Session, ticket: Ticket, from_status: str | None, to_status: str,
+                   actor: str, note: str) -> None:
+    emit(session, "ticket.status_changed", {
+        "ticket": ticket_data(session, ticket), "from": from_status, "to": to_status,
+        "actor": actor, "note": note})
+
+
+def message_received(session: Session, ticket: Ticket, message: Message) -> None:
+    emit(session, "message.received", {
+        "ticket": ticket_data(session, ticket), "message": {
+            "id": message.id, "from": message.from_address, "channel": message.channel,
+            "subject": message.subject, "new_text": message.new_text or message.text,
+            "automatic": message.automatic}})
+
+
+def rating_received(session: Session, ticket: Ticket) -> None:
+    emit(session, "rating.received", {
+        "ticket": ticket_data(session, ticket), "rating": ticket.rating,
+        "comment": ticket.rating_comment, "source": ticket.rating_source})
+
+
+def contact_verified(session: Session, contact: Contact, decided_by: str) -> None:
+    organization = session.get(Organization, contact.organization_id)
+    emit(session, "contact.verified", {
+        "contact": {"name": contact.name, "email": contact.email,
+                    "organization": organization.code if organization else None},
+        "decided_by": decided_by})
