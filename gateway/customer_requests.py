@@ -13,7 +13,6 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from gateway import events
 from gateway.inbound.prepare import PreparedFile
 from gateway.workflow import RefusedFile, Workflow
 from storage.models import Application, Contact, Message, Ticket, utcnow
@@ -63,7 +62,7 @@ def answer(session: Session, workflow: Workflow, *, ticket: Ticket, author: Cont
     subject = ticket.subject if ticket.subject.lower().startswith("re:") \
         else f"Re: {ticket.subject}"
     message = _keep(session, ticket, author, subject, text, files, at=utcnow())
-    events.message_received(session, ticket, message)
+    workflow.message_received(session, ticket, message)
     return message
 
 

@@ -13,10 +13,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import object_session
 from sqlmodel import Session, col, select
 
-from gateway import events
 from gateway.links import STARS, RatingChoice, RatingLinks
 from storage.db import transaction
 from storage.models import Contact, Ticket, aware, utcnow
@@ -80,9 +78,6 @@ def record(ticket: Ticket, stars: int, comment: str | None, source: str,
     ticket.rating_source = source
     if comment is not None:
         ticket.rating_comment = comment.strip()[:COMMENT_LIMIT] or None
-    session = object_session(ticket)
-    if session is not None:  # the team's helpdesk tool hears of it in the same transaction
-        events.rating_received(session, ticket)  # type: ignore[arg-type]
     return True
 
 
@@ -117,7 +112,7 @@ def propose(ticket: Ticket, stars: int, now: datetime | None = None) -> bool:
     return True
 
 
-def promote_pending(engine: Engine, now: datetime | None = None) -> int:
+def promote_pending(engine: Engine, workflow: Workflow, now: datetime | None = None) -> int:
     """Provisional ratings that stood BURST_WINDOW without a burst become the ratings."""
     now = now or utcnow()
     with transaction(engine) as session:
@@ -129,6 +124,7 @@ def promote_pending(engine: Engine, now: datetime | None = None) -> int:
             record(ticket, ticket.pending_rating, None, "email_link", now)
             ticket.pending_rating = ticket.pending_rating_at = None
             session.add(ticket)
+            workflow.rating_received(session, ticket)
             log.info("ticket %s rated %d through a star link (stood %s without a burst)",
                      ticket.number, ticket.rating, BURST_WINDOW)
         return len(due)

@@ -232,7 +232,8 @@ class Service:
         without a scanner's burst becomes the rating (gateway.ratings.promote_pending)."""
         while True:
             try:
-                await asyncio.to_thread(promote_pending, self.parts.engine)
+                await asyncio.to_thread(promote_pending, self.parts.engine,
+                                        self.parts.workflow)
             except Exception as exc:
                 if is_unavailable(exc):
                     log.info("provisional ratings wait: %s", describe(exc))

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
-from gateway import events
 from gateway.workflow import Workflow
 from storage.models import Contact, Ticket, VerificationRequest, utcnow
 
@@ -62,7 +61,6 @@ def decide(session: Session, workflow: Workflow, request: VerificationRequest, *
     sender.state = "verified" if approve else "rejected"
     if approve:
         sender.active = True  # a deactivated contact whose mail was held is back
-        events.contact_verified(session, sender, actor)
     session.add(sender)
     held = session.exec(select(Ticket).where(Ticket.requester_id == sender.id,
                                              Ticket.status == "held")
@@ -73,6 +71,7 @@ def decide(session: Session, workflow: Workflow, request: VerificationRequest, *
         else:
             workflow.change_status(session, ticket, "cancelled", actor,
                                    "sender rejected by the organization")
+    workflow.verification_decided(session, sender, approve, actor, held)
     log.info("verification request %s %s by %s: %s, tickets %s", request.id, outcome, actor,
              sender.email, [t.number for t in held])
     return Decision(request, sender, tuple(t.number for t in held))

@@ -23,6 +23,7 @@ from gateway.ratings import rating_links
 from gateway.settings import Settings
 from storage.models import (
     STATUS_GROUPS,
+    Agent,
     Attachment,
     Contact,
     Message,
@@ -62,6 +63,7 @@ log = logging.getLogger("gateway.workflow")
 
 THREAD_DEPTH = 20  # Message-IDs kept in References: enough to thread, short enough for headers
 EXCERPT_LIMIT = 600  # characters of a held mail shown to the managers who verify its sender
+LOW_RATING = 2  # a rating of this many stars or fewer is mailed to the team
 
 
 class TransitionError(ValueError):
@@ -355,6 +357,68 @@ class Workflow:
         session.add(ticket)
         return notification
 
+
+    # ------------------------------------------------------------------ what the team hears
+
+    def message_received(self, session: Session, ticket: Ticket, message: Message) -> None:
+        """A customer's message on an existing ticket (a mail reply, an answer from the web):
+        the team's helpdesk tool hears of it, and the assignee (or every agent) gets a mail."""
+        events.message_received(session, ticket, message)
+        self.alert_team(session, ticket, "team_customer_replied", {
+            "author": message.from_address,
+            "excerpt": (message.new_text or message.text).strip()[:EXCERPT_LIMIT]})
+
+    def rating_received(self, session: Session, ticket: Ticket) -> None:
+        """A rating given (by a star link, on the web): the event, and a mail to the team when
+        the customer was unhappy (1 or 2 stars)."""
+        events.rating_received(session, ticket)
+        if ticket.rating is not None and ticket.rating <= LOW_RATING:
+            self.alert_team(session, ticket, "team_low_rating", {
+                "stars": ticket.rating, "comment": ticket.rating_comment or ""})
+
+    def verification_decided(self, session: Session, sender: Contact, approved: bool,
+                             actor: str, tickets: Sequence[Ticket]) -> None:
+        """A manager (or the team) decided who an unknown sender is: the event when approved,
+        and a mail to the team naming the tickets released or cancelled."""
+        if approved:
+            events.contact_verified(session, sender, actor)
+        organization = session.get(Organization, sender.organization_id)
+        context = {"person_name": sender.name, "person_email": sender.email,
+                   "organization_name": organization.name if organization else "",
+                   "approved": approved, "decided_by": actor,
+                   "tickets": [{"number": t.number, "subject": t.subject} for t in tickets],
+                   "console_url": f"{self.public_url}/team"}
+        for agent in self._agents_for(session, None):
+            self.queue_plain(session, event="team_verification", recipient=agent.email,
+                             language=agent.language, contact_id=None, context=context)
+
+    def alert_team(self, session: Session, ticket: Ticket, event: str,
+                   extra: dict[str, Any]) -> list[Notification]:
+        """A mail to the ticket's assignee, or to every active agent while nobody has it, from
+        the same outbox as the customers' mails. Kept with the ticket (the API lists it), never
+        shown to the customer."""
+        organization = session.get(Organization, ticket.organization_id)
+        # "number", not "ticket_number": a mail to the team carries no reply address of the
+        # ticket (an agent's answer by mail would land on the customer's ticket as a stranger's).
+        context = {"number": ticket.number, "subject": ticket.subject, "status": ticket.status,
+                   "organization_name": organization.name if organization else "",
+                   "console_url": f"{self.public_url}/team/tickets/{ticket.number}", **extra}
+        queued = []
+        for agent in self._agents_for(session, ticket.assignee_id):
+            mail = self.queue_plain(session, event=event, recipient=agent.email,
+                                    language=agent.language, contact_id=None, context=context)
+            mail.ticket_id = ticket.id
+            queued.append(mail)
+        return queued
+
+    @staticmethod
+    def _agents_for(session: Session, assignee_id: int | None) -> list[Agent]:
+        if assignee_id is not None:
+            assignee = session.get(Agent, assignee_id)
+            if assignee is not None and assignee.active:
+                return [assignee]
+        return list(session.exec(select(Agent).where(col(Agent.active))
+                                 .order_by(col(Agent.id))))
 
     def notify_refused_sender(self, session: Session, *, address: str, name: str,
                               subject: str, thread: Thread) -> Notification | None:

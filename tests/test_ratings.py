@@ -73,7 +73,7 @@ def token(parts, number: int, contact_id: int, stars: int, *, age: float = 3600)
 
 def promoted(parts, minutes: float = 3) -> int:
     """What the gateway's ratings loop does, ``minutes`` from now."""
-    return promote_pending(parts.engine, utcnow() + timedelta(minutes=minutes))
+    return promote_pending(parts.engine, parts.workflow, utcnow() + timedelta(minutes=minutes))
 
 
 @pytest.fixture
@@ -461,10 +461,10 @@ def test_openings_a_minute_apart_leave_no_rating(parts):
             if not opened(session, ticket, stars, now) and not is_burst(session, ticket, now):
                 propose(ticket, stars, now + timedelta(seconds=1))
                 session.add(ticket)
-        promote_pending(parts.engine, now + timedelta(seconds=30))
+        promote_pending(parts.engine, parts.workflow, now + timedelta(seconds=30))
     ticket = stored(parts, number)
     assert (ticket.rating, ticket.pending_rating) == (None, None)
-    assert promote_pending(parts.engine, start + timedelta(hours=1)) == 0
+    assert promote_pending(parts.engine, parts.workflow, start + timedelta(hours=1)) == 0
 
 
 def scan(browser, urls: list[str], *, pause: float = 0.0, parallel: bool = False) -> None:

@@ -172,6 +172,7 @@ def test_only_wanted_events_of_active_subscriptions_and_only_what_was_committed(
         parts.workflow.resolve(session, ticket, "Ana Ruiz")
         assert ratings.record(ticket, 2, "Tardó mucho", "web")
         session.add(ticket)
+        parts.workflow.rating_received(session, ticket)
     drain(parts, WebhookSender(parts.engine, "test"))
     (event,) = receiver.events(ratings_only.secret)
     assert event["type"] == "rating.received"

@@ -65,7 +65,8 @@ def link_submit(request: Request, form: FormData) -> Response:
         if ratings.is_final(ticket):
             return _page(request, "final", ticket, contact, token)
         if form.get("confirm") == "1":  # a person pressed a button: the rating stands
-            ratings.record(ticket, stars, _comment(form), "email_link")
+            if ratings.record(ticket, stars, _comment(form), "email_link"):
+                request.app.state.workflow.rating_received(session, ticket)
             how = "confirmed"
         else:  # the page sent itself: a scanner's page does too
             early = ratings.is_early(choice, request.app.state.settings.rating_confirm_minutes)
@@ -97,6 +98,7 @@ def ticket_submit(request: Request, form: FormData) -> Response:
             stars = _stars(form, 0)
             if ratings.record(ticket, stars, _comment(form), "web"):
                 session.add(ticket)
+                request.app.state.workflow.rating_received(session, ticket)
                 log.info("ticket %s rated %d by contact %s on the web", number, stars, contact.id)
     return RedirectResponse(f"/tickets/{number}#rating", status_code=303)
 

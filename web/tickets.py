@@ -118,7 +118,9 @@ def _detail(request: Request, number: int, *, answer: str = "", errors: dict | N
             select(StatusChange).where(StatusChange.ticket_id == ticket.id)
             .order_by(col(StatusChange.id))).all()
         sent = session.exec(
-            select(Notification).where(Notification.ticket_id == ticket.id)
+            # The mails to the customer's people: not the team's own about the ticket.
+            select(Notification).where(Notification.ticket_id == ticket.id,
+                                       col(Notification.contact_id).is_not(None))
             .order_by(col(Notification.created_at), col(Notification.id))).all()
         authors = {c.id: c for c in session.exec(select(Contact).where(col(Contact.id).in_(
             {m.author_contact_id for m in messages if m.author_contact_id})))}

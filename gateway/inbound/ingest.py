@@ -16,7 +16,6 @@ from datetime import timedelta
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from gateway import events
 from gateway.inbound import attachments
 from gateway.inbound.correlate import Clues, clues
 from gateway.inbound.parse import ParsedMail
@@ -240,8 +239,8 @@ class _Run:
             return self.finish("created", new, f"follows {ticket.status} ticket {ticket.number}")
         if ticket is not None:
             self.ing.workflow.customer_replied(self.session, ticket, contact)
-            events.message_received(self.session, ticket,
-                                    self._store(ticket, contact, split=True))
+            self.ing.workflow.message_received(self.session, ticket,
+                                               self._store(ticket, contact, split=True))
             refused = self._refused()
             if refused:  # the customer hears which files we could not take, and why
                 self.ing.workflow.queue(

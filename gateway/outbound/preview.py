@@ -48,11 +48,30 @@ EVENT_SAMPLES: dict[str, dict[str, Any]] = {
                      "contact_email": "ana.lopez@ferreteria-lopez.es",
                      "set_password_url": "http://127.0.0.1:8000/password/set/sample",
                      "valid_hours": 24, "invited": False},
+    "team_customer_replied": {
+        "number": 1042, "subject": "Error al generar la factura de noviembre",
+        "status": "in_progress", "organization_name": "Ferretería López S.L.",
+        "author": "maria.garcia@ferreteria-lopez.es",
+        "excerpt": "Adjunto el PDF que me pedíais. Sigue saliendo el error 4012.",
+        "console_url": "http://127.0.0.1:8000/team/tickets/1042"},
+    "team_low_rating": {
+        "number": 1042, "subject": "Error al generar la factura de noviembre",
+        "status": "resolved", "organization_name": "Ferretería López S.L.", "stars": 2,
+        "comment": "Tardasteis una semana en contestar.",
+        "console_url": "http://127.0.0.1:8000/team/tickets/1042"},
+    "team_verification": {
+        "person_name": "Pedro Ruiz", "person_email": "pedro.ruiz@ferreteria-lopez.es",
+        "organization_name": "Ferretería López S.L.", "approved": True,
+        "decided_by": "ana.lopez@ferreteria-lopez.es",
+        "tickets": [{"number": 1043, "subject": "No puedo abrir el programa"}],
+        "console_url": "http://127.0.0.1:8000/team"},
 }
 
 
-# Mails that belong to no ticket: no [#NUMBER] tag, no ticket link.
-WITHOUT_TICKET = frozenset({"refused_sender", "verification_request", "set_password"})
+# Mails that belong to no ticket of the customer's: no [#NUMBER] tag, no ticket link (the
+# team's mails name their ticket, but carry no reply address of it).
+WITHOUT_TICKET = frozenset({"refused_sender", "verification_request", "set_password",
+                            "team_customer_replied", "team_low_rating", "team_verification"})
 
 
 def events() -> list[str]:
