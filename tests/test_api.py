@@ -284,3 +284,85 @@ def test_a_post_sent_again_with_its_idempotency_key_acts_once(api, parts):
     assert idempotency.forget_before(parts.engine, utcnow() + timedelta(seconds=1)) == 3
     anew = api.post(f"/api/v1/tickets/{number}/replies", json={"text": "Una vez"}, headers=key)
     assert anew.status_code == 200 and "idempotent-replayed" not in anew.headers
+
+
+# --------------------------------------------------------------------------- directory, team
+
+
+def test_organizations_applications_and_contacts_are_listed_created_and_edited(api, parts):
+    made = api.post("/api/v1/organizations", json={
+        "code": "C0100", "tax_id": "B99999999", "name": "Talleres Norte S.L.",
+        "domains": ["talleres-norte.es"]})
+    assert made.status_code == 201 and made.json()["code"] == "C0100"
+    assert_problem(api.post("/api/v1/organizations", json={
+        "code": "C0100", "tax_id": "B1", "name": "Otra"}), 409, "already exists")
+    assert "C0100" in [o["code"] for o in api.get("/api/v1/organizations").json()]
+    assert api.post("/api/v1/applications", json={"name": "Nóminas"}).status_code == 201
+    assert_problem(api.post("/api/v1/applications", json={"name": "Nóminas"}), 409)
+    assert "Nóminas" in api.get("/api/v1/applications").json()
+
+    contact = api.post("/api/v1/contacts", json={
+        "organization": "C0100", "name": "Rosa Vidal", "email": "Rosa@Talleres-Norte.es",
+        "types": ["billing", "technical"], "is_manager": True})
+    assert contact.status_code == 201, contact.text
+    person = contact.json()
+    assert (person["email"], person["state"], person["types"]) == (
+        "rosa@talleres-norte.es", "verified", ["billing", "technical"])
+    assert_problem(api.post("/api/v1/contacts", json={
+        "organization": "NOPE", "name": "X", "email": "x@y.es"}), 422, "no organization")
+    assert_problem(api.post("/api/v1/contacts", json={
+        "organization": "C0100", "name": "X", "email": "rosa@talleres-norte.es"}), 409)
+    changed = api.patch(f"/api/v1/contacts/{person['id']}",
+                        json={"phone": "976 000 111", "language": "en", "active": False})
+    assert changed.json()["phone"] == "976 000 111" and changed.json()["active"] is False
+    assert_problem(api.patch(f"/api/v1/contacts/{person['id']}", json={"name": None}), 422)
+    listed = api.get("/api/v1/contacts", params={"organization": "C0100"}).json()
+    assert [c["email"] for c in listed] == ["rosa@talleres-norte.es"]
+    assert_problem(api.patch("/api/v1/contacts/999999", json={"phone": "1"}), 404)
+
+
+def test_a_caller_not_yet_a_contact_waits_for_the_managers_with_a_held_ticket(api, parts):
+    answer = api.post("/api/v1/contacts/pending", json={
+        "organization": "C0001", "name": "Pedro Ruiz", "email": "pedro.ruiz@ferreteria-lopez.es",
+        "phone": "600 111 222", "subject": "No puedo entrar en el programa",
+        "description": "Llamó a las 9:10; error al iniciar sesión."})
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    assert body["contact"]["state"] == "pending" and body["managers_asked"] == 1
+    held = api.get(f"/api/v1/tickets/{body['ticket']}").json()
+    assert held["status"] == "held" and held["channel"] == "phone"
+    with Session(parts.engine) as session:
+        asked = session.exec(select(Notification).where(
+            Notification.event == "verification_request")).all()
+    assert [n.recipient for n in asked] == [MARIA]  # the organization's manager
+    assert_problem(api.post("/api/v1/contacts/pending", json={
+        "organization": "C0001", "name": "María", "email": MARIA, "subject": "x"}), 409)
+
+
+def test_agents_and_webhooks_are_for_admins(api, parts, team):
+    admin = as_luis(team)
+    assert_problem(api.post("/api/v1/agents", json={"name": "Eva", "email": "eva@s.example"}),
+                   403, "admin")
+    assert_problem(api.get("/api/v1/webhooks"), 403)
+    assert_problem(api.post("/api/v1/webhooks", json={"url": "http://127.0.0.1:9/h"}), 403)
+    made = api.post("/api/v1/agents", json={"name": "Eva Sanz", "email": "eva@s.example"},
+                    headers=admin)
+    assert made.status_code == 201 and made.json()["role"] == "agent"
+    assert [a["email"] for a in api.get("/api/v1/agents").json()] == [
+        "ana@soporte.example", "eva@s.example", "luis@soporte.example"]
+    ana = api.get("/api/v1/agents").json()[0]
+    assert api.patch(f"/api/v1/agents/{ana['id']}", json={"active": False},
+                     headers=admin).json()["active"] is False
+    assert_problem(api.get("/api/v1/tickets"), 401)  # Ana's own token stopped with her
+    luis = api.get("/api/v1/agents", headers=admin).json()[2]
+    assert_problem(api.patch(f"/api/v1/agents/{luis['id']}", json={"role": "agent"},
+                             headers=admin), 409, "own")
+    hook = api.post("/api/v1/webhooks", json={"url": "http://127.0.0.1:9/hooks",
+                                              "events": ["rating.received"]}, headers=admin)
+    assert hook.status_code == 201 and hook.json()["secret"].startswith("whsec_")
+    listed = api.get("/api/v1/webhooks", headers=admin).json()
+    assert listed == [{k: v for k, v in hook.json().items() if k != "secret"}]
+    assert api.get(f"/api/v1/webhooks/{listed[0]['id']}/deliveries",
+                   headers=admin).json() == []
+    assert api.delete(f"/api/v1/webhooks/{listed[0]['id']}", headers=admin).status_code == 204
+    assert api.get("/api/v1/webhooks", headers=admin).json()[0]["active"] is False

@@ -27,15 +27,23 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway import team
+from gateway import team, webhooks
 from gateway.team import Actor, StaleTicket, TeamError
 from gateway.workflow import TransitionError, Workflow
-from storage.agents import agent_for_token
+from storage.agents import add_agent, agent_for_token, agents
 from storage.blobs import BlobStore
 from storage.db import transaction
+from storage.directory import (
+    DirectoryError,
+    add_application,
+    add_contact,
+    add_organization,
+    edit_contact,
+)
 from storage.faults import is_unavailable
-from storage.models import Agent, Application, Organization, Ticket, aware
+from storage.models import Agent, Application, Contact, Organization, Ticket, aware
 from storage.team import FoundTicket, TicketFilter, TicketRecord, find_tickets, ticket_record
+from storage.tickets import contact_by_email, managers_of
 from web import api_types as out
 from web.idempotency import Idempotency
 
@@ -65,6 +73,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     for status, text in {401: "No token, or a token that does not work (any more).",
                          404: "No such ticket or file.",
                          409: "Impossible now (a status that cannot follow the ticket's).",
+                         403: "An admin's token is needed.",
                          412: "The ticket changed since the version named by If-Match.",
                          422: "A field is missing or wrong."}.items()}
 
@@ -88,7 +97,13 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore) -> FastAPI:
         agent, token = found
         return Actor(agent, token.id)
 
+    def administering(actor: Annotated[Actor, Depends(acting)]) -> Actor:
+        if actor.agent.role != "admin":
+            raise ApiProblem(403, "Admins only", "this needs an admin's token")
+        return actor
+
     Agent_ = Annotated[Actor, Depends(acting)]
+    Admin_ = Annotated[Actor, Depends(administering)]
     IfMatch = Annotated[str | None, Header(
         description="The ticket's version (its ETag) as read: 412 if it changed since.")]
 
@@ -130,6 +145,12 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore) -> FastAPI:
         # Never a stack trace to a client: the details go to the log.
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         return problem(500, "Internal error")
+
+    @api.exception_handler(DirectoryError)
+    async def _directory(request: Request, exc: DirectoryError) -> JSONResponse:
+        if "already" in str(exc):
+            return problem(409, "Already exists", str(exc))
+        return problem(422, "Invalid request", str(exc))
 
     @api.exception_handler(TeamError)
     async def _team(request: Request, exc: TeamError) -> JSONResponse:
@@ -268,11 +289,163 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore) -> FastAPI:
             rows = session.exec(select(Organization).order_by(col(Organization.code))).all()
         return [out.Organization(code=o.code, name=o.name, tax_id=o.tax_id) for o in rows]
 
+    @api.post("/v1/organizations", response_model=out.Organization, status_code=201,
+              tags=["directory"])
+    def create_organization(body: out.OrganizationIn, actor: Agent_) -> out.Organization:
+        made = add_organization(engine, code=body.code, tax_id=body.tax_id, name=body.name,
+                                domains=body.domains)
+        _recorded(actor, "organization.create", code=made.code)
+        return out.Organization(code=made.code, name=made.name, tax_id=made.tax_id)
+
     @api.get("/v1/applications", response_model=list[str], tags=["directory"])
     def applications(actor: Agent_) -> list[str]:
         with Session(engine) as session:
             return list(session.exec(select(Application.name).where(col(Application.active))
                                      .order_by(col(Application.name))).all())
+
+    @api.post("/v1/applications", response_model=str, status_code=201, tags=["directory"])
+    def create_application(body: out.ApplicationIn, actor: Agent_) -> str:
+        with Session(engine) as session:
+            if session.exec(select(Application).where(Application.name == body.name)).first():
+                raise DirectoryError(f"application {body.name!r} already exists")
+        add_application(engine, body.name)
+        _recorded(actor, "application.create", name=body.name)
+        return body.name
+
+    @api.get("/v1/contacts", response_model=list[out.ContactOut], tags=["directory"])
+    def contacts(actor: Agent_, organization: Annotated[str | None, Query(
+                     description="An organization's code.")] = None) -> list[out.ContactOut]:
+        with Session(engine) as session:
+            query = (select(Contact, Organization)
+                     .join(Organization, col(Organization.id) == Contact.organization_id)
+                     .order_by(col(Organization.code), col(Contact.name)))
+            if organization:
+                query = query.where(Organization.code == organization)
+            return [_contact(c, o) for c, o in session.exec(query)]
+
+    @api.post("/v1/contacts", response_model=out.ContactOut, status_code=201,
+              tags=["directory"])
+    def create_contact(body: out.ContactIn, actor: Agent_) -> out.ContactOut:
+        made = add_contact(engine, organization_code=body.organization, name=body.name,
+                           email=body.email, is_manager=body.is_manager,
+                           language=body.language, role=body.role, phone=body.phone,
+                           types=",".join(body.types) or "technical")
+        _recorded(actor, "contact.create", email=made.email)
+        return _contact_by_id(made.id)
+
+    @api.patch("/v1/contacts/{contact_id}", response_model=out.ContactOut, tags=["directory"])
+    def update_contact(contact_id: int, body: out.ContactPatch,
+                       actor: Agent_) -> out.ContactOut:
+        found = _contact_by_id(contact_id)
+        changes: dict[str, Any] = {name: getattr(body, name) for name in body.model_fields_set}
+        if "types" in changes:
+            changes["types"] = ",".join(changes["types"] or []) or "technical"
+        if any(value is None for value in changes.values()):
+            raise ApiProblem(422, "Invalid request", "a contact's fields cannot be null")
+        if changes:
+            edit_contact(engine, found.email, **changes)
+            _recorded(actor, "contact.update", email=found.email, fields=sorted(changes))
+        return _contact_by_id(contact_id)
+
+    @api.post("/v1/contacts/pending", response_model=out.PendingContactOut, status_code=201,
+              tags=["directory"])
+    def register_pending(body: out.PendingContactIn, actor: Agent_) -> out.PendingContactOut:
+        """Someone not yet a contact called: they become a pending contact with a held ticket
+        for what they asked, and every manager of the organization is mailed to confirm them
+        (as for an unknown sender's mail, the guide's §5)."""
+        with transaction(engine) as session:
+            organization = session.exec(select(Organization).where(
+                Organization.code == body.organization)).first()
+            if organization is None or organization.id is None:
+                raise DirectoryError(f"no organization with code {body.organization}")
+            email = body.email.strip().lower()
+            if contact_by_email(session, email) is not None:
+                raise DirectoryError(f"a contact with email {email} already exists")
+            person = Contact(organization_id=organization.id, name=body.name.strip(),
+                             email=email, phone=body.phone.strip(), state="pending")
+            session.add(person)
+            session.flush()
+            ticket = workflow.hold_for_verification(
+                session, sender=person, subject=body.subject, channel="phone",
+                excerpt=body.description)
+            asked = len(managers_of(session, organization.id))
+            team.record(session, actor, "contact.pending", ticket, email=email)
+            person_id, number = person.id, ticket.number
+        return out.PendingContactOut(contact=_contact_by_id(person_id), ticket=number,
+                                     managers_asked=asked)
+
+    # ------------------------------------------------------------------ admins
+
+    @api.get("/v1/agents", response_model=list[out.AgentOut], tags=["team"])
+    def list_agents(actor: Agent_) -> list[out.AgentOut]:
+        return [_agent(a) for a in agents(engine)]
+
+    @api.post("/v1/agents", response_model=out.AgentOut, status_code=201, tags=["team"])
+    def create_agent(body: out.AgentIn, actor: Admin_) -> out.AgentOut:
+        made = add_agent(engine, name=body.name, email=body.email, role=body.role,
+                         language=body.language)
+        _recorded(actor, "agent.create", email=made.email)
+        return _agent(made)
+
+    @api.patch("/v1/agents/{agent_id}", response_model=out.AgentOut, tags=["team"])
+    def update_agent(agent_id: int, body: out.AgentPatch, actor: Admin_) -> out.AgentOut:
+        with transaction(engine) as session:
+            agent = session.get(Agent, agent_id)
+            if agent is None:
+                raise ApiProblem(404, "No such agent", f"no agent {agent_id}")
+            if agent.id == actor.agent_id and (body.active is False or body.role == "agent"):
+                raise ApiProblem(409, "Not possible", "an admin cannot take away their own "
+                                 "access or role")
+            if body.active is not None:
+                agent.active = body.active
+            if body.role is not None:
+                agent.role = body.role
+            session.add(agent)
+            team.record(session, actor, "agent.update", None, agent=agent.email,
+                        active=body.active, role=body.role)
+            return _agent(agent)
+
+    @api.get("/v1/webhooks", response_model=list[out.WebhookOut], tags=["team"])
+    def list_webhooks(actor: Admin_) -> list[out.WebhookOut]:
+        return [_webhook(h) for h in webhooks.subscriptions(engine)]
+
+    @api.post("/v1/webhooks", response_model=out.WebhookCreated, status_code=201,
+              tags=["team"])
+    def create_webhook(body: out.WebhookIn, actor: Admin_) -> out.WebhookCreated:
+        hook = webhooks.add(engine, body.url, list(body.events), body.description)
+        _recorded(actor, "webhook.create", url=hook.url)
+        return out.WebhookCreated(**_webhook(hook).model_dump(), secret=hook.secret)
+
+    @api.delete("/v1/webhooks/{webhook_id}", status_code=204, tags=["team"])
+    def delete_webhook(webhook_id: int, actor: Admin_) -> Response:
+        webhooks.remove(engine, webhook_id)
+        _recorded(actor, "webhook.remove", id=webhook_id)
+        return Response(status_code=204)
+
+    @api.get("/v1/webhooks/{webhook_id}/deliveries", response_model=list[out.DeliveryOut],
+             tags=["team"])
+    def webhook_deliveries(webhook_id: int, actor: Admin_,
+                           limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+                           ) -> list[out.DeliveryOut]:
+        return [out.DeliveryOut(
+            id=d.id, event_id=d.event_id, event=d.event, state=d.state, attempts=d.attempts,
+            last_status=d.last_status, last_error=d.last_error,
+            created_at=aware(d.created_at),
+            delivered_at=aware(d.delivered_at) if d.delivered_at else None)
+            for d in webhooks.deliveries(engine, webhook_id, limit) if d.id is not None]
+
+    def _recorded(actor: Actor, action: str, **detail: Any) -> None:
+        with transaction(engine) as session:
+            team.record(session, actor, action, None, **detail)
+
+    def _contact_by_id(contact_id: int | None) -> out.ContactOut:
+        with Session(engine) as session:
+            found = session.get(Contact, contact_id) if contact_id is not None else None
+            if found is None:
+                raise ApiProblem(404, "No such contact", f"no contact {contact_id}")
+            organization = session.get(Organization, found.organization_id)
+            assert organization is not None
+            return _contact(found, organization)
 
     Idempotency.install(api, engine)
     return api
@@ -288,6 +461,26 @@ def _version(if_match: str | None) -> int | None:
     if not value.isdigit():
         raise ApiProblem(412, "The ticket changed", f"If-Match {if_match!r} names no version")
     return int(value)
+
+
+def _agent(agent: Agent) -> out.AgentOut:
+    assert agent.id is not None
+    return out.AgentOut(id=agent.id, name=agent.name, email=agent.email, role=agent.role,
+                        active=agent.active, language=agent.language)
+
+
+def _webhook(hook: Any) -> out.WebhookOut:
+    return out.WebhookOut(id=hook.id, url=hook.url, events=hook.events.split(","),
+                          description=hook.description, active=hook.active)
+
+
+def _contact(contact: Contact, organization: Organization) -> out.ContactOut:
+    assert contact.id is not None
+    return out.ContactOut(id=contact.id, organization=organization.code, name=contact.name,
+                          email=contact.email, role=contact.role, phone=contact.phone,
+                          types=[t for t in contact.types.split(",") if t],
+                          language=contact.language, is_manager=contact.is_manager,
+                          state=contact.state, active=contact.active)
 
 
 def _cursor_of(ticket: Ticket) -> str:

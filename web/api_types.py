@@ -149,3 +149,141 @@ class Done(BaseModel):
                                         description="The mail queued to the customer, if any.")
     message_id: int | None = None
     changed: list[str] = []
+
+
+class AgentOut(BaseModel):
+    id: int
+    name: str
+    email: str
+    role: Literal["agent", "admin"]
+    active: bool
+    language: str
+
+
+class AgentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    role: Literal["agent", "admin"] = "agent"
+    language: Literal["es", "en"] = "es"
+
+
+class AgentPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    active: bool | None = None
+    role: Literal["agent", "admin"] | None = None
+
+
+class OrganizationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(min_length=1, max_length=20, pattern=r"^[A-Za-z0-9_-]+$")
+    tax_id: str = Field(min_length=1, max_length=20)
+    name: str = Field(min_length=1, max_length=200)
+    domains: list[str] = Field(default=[], max_length=20,
+                               description="Mail domains whose senders belong to it.")
+
+
+class ContactOut(BaseModel):
+    id: int
+    organization: str
+    name: str
+    email: str
+    role: str
+    phone: str
+    types: list[str]
+    language: str
+    is_manager: bool
+    state: Literal["verified", "pending", "rejected", "external"] | str
+    active: bool
+
+
+class ContactIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    organization: str = Field(min_length=1, max_length=20, description="Its code.")
+    name: str = Field(min_length=1, max_length=200)
+    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    role: str = Field(default="", max_length=100)
+    phone: str = Field(default="", max_length=40)
+    types: list[Literal["billing", "quotes", "technical"]] = ["technical"]
+    language: Literal["es", "en"] = "es"
+    is_manager: bool = False
+
+
+class ContactPatch(BaseModel):
+    """Only the fields sent change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    email: str | None = Field(default=None, min_length=3, max_length=320,
+                              pattern=r"^[^@\s]+@[^@\s]+$")
+    role: str | None = Field(default=None, max_length=100)
+    phone: str | None = Field(default=None, max_length=40)
+    types: list[Literal["billing", "quotes", "technical"]] | None = None
+    language: Literal["es", "en"] | None = None
+    is_manager: bool | None = None
+    active: bool | None = None
+
+
+class PendingContactIn(BaseModel):
+    """A person not yet a contact who called: they wait for a manager of the organization to
+    confirm them (the managers are mailed), with a held ticket for what they asked."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    organization: str = Field(min_length=1, max_length=20)
+    name: str = Field(min_length=1, max_length=200)
+    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    phone: str = Field(default="", max_length=40)
+    subject: str = Field(min_length=1, max_length=500)
+    description: str = Field(default="", max_length=20000)
+
+
+class PendingContactOut(BaseModel):
+    contact: ContactOut
+    ticket: int = Field(description="The held ticket's number.")
+    managers_asked: int
+
+
+class ApplicationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=120)
+
+
+class WebhookIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=8, max_length=2000, pattern=r"^https?://")
+    events: list[Literal["ticket.created", "message.received", "ticket.status_changed",
+                         "rating.received", "contact.verified"]] = Field(
+        default=[], description="Empty: every event.")
+    description: str = Field(default="", max_length=200)
+
+
+class WebhookOut(BaseModel):
+    id: int
+    url: str
+    events: list[str]
+    description: str
+    active: bool
+
+
+class WebhookCreated(WebhookOut):
+    secret: str = Field(description="The signing secret (Standard Webhooks): shown this once.")
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    event_id: str
+    event: str
+    state: Literal["queued", "sent", "failed"] | str
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
