@@ -143,6 +143,7 @@ def test_tickets_are_found_by_filters_a_page_at_a_time(api, parts, team):
     assert found(organization="C0002") == []
     assert_problem(api.get("/api/v1/tickets", params={"status": "done"}), 422, "status")
     assert_problem(api.get("/api/v1/tickets", params={"cursor": "???"}), 422, "cursor")
+    assert found(cursor="99.1") == []  # a cursor before everything: nothing after it
     assert_problem(api.get("/api/v1/tickets", params={"limit": 0}), 422, "limit")
 
 

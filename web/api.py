@@ -12,13 +12,11 @@ command line and the customer area (gateway.workflow).
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations, some of
 # them names local to create_api.
-import base64
-import binascii
 import logging
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query, Request, Security
+from fastapi import Depends, FastAPI, Header, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -50,6 +48,7 @@ from web.idempotency import Idempotency
 log = logging.getLogger("gateway.web.api")
 
 PROBLEM = "application/problem+json"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_PAGE = 200
 
 
@@ -103,8 +102,11 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore) -> FastAPI:
         return actor
 
     Agent_ = Annotated[Actor, Depends(acting)]
+    Number = Annotated[int, Path(ge=1, le=999_999_999, description="The ticket's number.")]
+    Id = Annotated[int, Path(ge=1, le=2_147_483_647)]
     Admin_ = Annotated[Actor, Depends(administering)]
     IfMatch = Annotated[str | None, Header(
+        pattern=r'^(\*|(W/)?"?[0-9]{1,12}"?)$',
         description="The ticket's version (its ETag) as read: 412 if it changed since.")]
 
     # ------------------------------------------------------------------ errors
@@ -172,7 +174,9 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore) -> FastAPI:
         created_from: datetime | None = None, created_to: datetime | None = None,
         updated_from: datetime | None = None, updated_to: datetime | None = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-        cursor: Annotated[str | None, Query(max_length=200)] = None,
+        cursor: Annotated[str | None, Query(
+            pattern=r"^[0-9]{1,16}\.[0-9]{1,12}$",
+            description="The `next_cursor` of the page before.")] = None,
     ) -> out.TicketList:
         """Tickets matching every filter given, the most recently updated first."""
         wanted = TicketFilter(statuses=status or (), organization_code=organization,
@@ -191,7 +195,7 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore) -> FastAPI:
             next_cursor=_cursor_of(page[-1].ticket) if more and page else None)
 
     @api.get("/v1/tickets/{number}", response_model=out.TicketDetail, tags=["tickets"])
-    def read_ticket(number: int, actor: Agent_, request: Request,
+    def read_ticket(number: Number, actor: Agent_, request: Request,
                     response: Response) -> out.TicketDetail:
         """A ticket with its whole thread (internal notes included), files, status history
         and every mail sent about it with its delivery state."""
@@ -209,7 +213,7 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore) -> FastAPI:
              response_class=FileResponse,
              responses={200: {"content": {"application/octet-stream": {}},
                               "description": "The file, with the type we detected."}})
-    def download(number: int, file_id: int, actor: Agent_) -> FileResponse:
+    def download(number: Number, file_id: Id, actor: Agent_) -> FileResponse:
         with Session(engine) as session:
             record = ticket_record(session, number)
         item = next((f for f in record.attachments if f.id == file_id), None) if record else None
@@ -240,7 +244,7 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore) -> FastAPI:
                             **done)
 
     @api.post("/v1/tickets/{number}/status", response_model=out.Done, tags=["actions"])
-    def change_status(number: int, body: out.StatusChangeIn, actor: Agent_,
+    def change_status(number: Number, body: out.StatusChangeIn, actor: Agent_,
                       if_match: IfMatch = None) -> out.Done:
         """Move the ticket to another status through the workflow's transitions; the customer
         is mailed where the design says so (resolved: with the star links)."""
@@ -252,7 +256,7 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore) -> FastAPI:
         return _change(number, if_match, actor, act)
 
     @api.post("/v1/tickets/{number}/replies", response_model=out.Done, tags=["actions"])
-    def reply(number: int, body: out.TextIn, actor: Agent_,
+    def reply(number: Number, body: out.TextIn, actor: Agent_,
               if_match: IfMatch = None) -> out.Done:
         """Answer the customer: kept on the thread and mailed to the requester."""
         def act(session: Session, ticket: Ticket) -> dict:
@@ -262,7 +266,7 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore) -> FastAPI:
         return _change(number, if_match, actor, act)
 
     @api.post("/v1/tickets/{number}/notes", response_model=out.Done, tags=["actions"])
-    def add_note(number: int, body: out.TextIn, actor: Agent_,
+    def add_note(number: Number, body: out.TextIn, actor: Agent_,
                  if_match: IfMatch = None) -> out.Done:
         """An internal note, for the team only: never in the customer area nor in a mail."""
         def act(session: Session, ticket: Ticket) -> dict:
@@ -270,7 +274,7 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore) -> FastAPI:
         return _change(number, if_match, actor, act)
 
     @api.patch("/v1/tickets/{number}", response_model=out.Done, tags=["actions"])
-    def update_ticket(number: int, body: out.TicketPatch, actor: Agent_,
+    def update_ticket(number: Number, body: out.TicketPatch, actor: Agent_,
                       if_match: IfMatch = None) -> out.Done:
         """Set priority, application or assignee; only the fields sent change."""
         sent = body.model_fields_set
@@ -334,7 +338,7 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore) -> FastAPI:
         return _contact_by_id(made.id)
 
     @api.patch("/v1/contacts/{contact_id}", response_model=out.ContactOut, tags=["directory"])
-    def update_contact(contact_id: int, body: out.ContactPatch,
+    def update_contact(contact_id: Id, body: out.ContactPatch,
                        actor: Agent_) -> out.ContactOut:
         found = _contact_by_id(contact_id)
         changes: dict[str, Any] = {name: getattr(body, name) for name in body.model_fields_set}
@@ -388,7 +392,7 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore) -> FastAPI:
         return _agent(made)
 
     @api.patch("/v1/agents/{agent_id}", response_model=out.AgentOut, tags=["team"])
-    def update_agent(agent_id: int, body: out.AgentPatch, actor: Admin_) -> out.AgentOut:
+    def update_agent(agent_id: Id, body: out.AgentPatch, actor: Admin_) -> out.AgentOut:
         with transaction(engine) as session:
             agent = session.get(Agent, agent_id)
             if agent is None:
@@ -417,14 +421,14 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore) -> FastAPI:
         return out.WebhookCreated(**_webhook(hook).model_dump(), secret=hook.secret)
 
     @api.delete("/v1/webhooks/{webhook_id}", status_code=204, tags=["team"])
-    def delete_webhook(webhook_id: int, actor: Admin_) -> Response:
+    def delete_webhook(webhook_id: Id, actor: Admin_) -> Response:
         webhooks.remove(engine, webhook_id)
         _recorded(actor, "webhook.remove", id=webhook_id)
         return Response(status_code=204)
 
     @api.get("/v1/webhooks/{webhook_id}/deliveries", response_model=list[out.DeliveryOut],
              tags=["team"])
-    def webhook_deliveries(webhook_id: int, actor: Admin_,
+    def webhook_deliveries(webhook_id: Id, actor: Admin_,
                            limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
                            ) -> list[out.DeliveryOut]:
         return [out.DeliveryOut(
@@ -484,19 +488,17 @@ def _contact(contact: Contact, organization: Organization) -> out.ContactOut:
 
 
 def _cursor_of(ticket: Ticket) -> str:
-    raw = f"{aware(ticket.updated_at).isoformat()}|{ticket.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    """Where a page ended: its last ticket's update time (µs since 1970) and id."""
+    moment = aware(ticket.updated_at)
+    micros = (moment - EPOCH) // timedelta(microseconds=1)
+    return f"{micros}.{ticket.id}"
 
 
 def _cursor(value: str | None) -> tuple[datetime, int] | None:
     if not value:
         return None
-    try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
-        moment, _, ticket_id = raw.partition("|")
-        return datetime.fromisoformat(moment), int(ticket_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ApiProblem(422, "Invalid request", "cursor: not one this API gave") from None
+    micros, _, ticket_id = value.partition(".")
+    return EPOCH + timedelta(microseconds=int(micros)), int(ticket_id)
 
 
 def _agents(session: Session, ids: list[int | None]) -> dict[int, Agent]:

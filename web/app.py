@@ -107,7 +107,10 @@ def not_found(request: Request, exc: Exception) -> Response:  # plain def: it re
 
 async def server_error(request: Request, exc: Exception) -> Response:
     # Never a stack trace to a user: the details go to the log (uvicorn logs the exception).
-    return request.app.state.pages.render(request, "error.html", {"error": "server"}, 500)
+    pages = getattr(request.app.state, "pages", None)
+    if pages is None:  # the API's (web.api) own handler has answered already
+        return Response("Internal error", status_code=500, media_type="text/plain")
+    return pages.render(request, "error.html", {"error": "server"}, 500)
 
 
 async def database_error(request: Request, exc: Exception) -> Response:
