@@ -9,6 +9,7 @@ seen (``expect_version``), and the record of who did what (``TeamAction``).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -26,6 +27,7 @@ from storage.models import (
     Ticket,
     utcnow,
 )
+from storage.tickets import FileRecord
 
 
 class TeamError(ValueError):
@@ -92,17 +94,24 @@ def move(session: Session, workflow: Workflow, ticket: Ticket, actor: Actor, to_
 
 
 def reply(session: Session, workflow: Workflow, ticket: Ticket, actor: Actor,
-          text: str) -> Notification:
-    """An answer to the customer, kept on the thread and mailed to the requester."""
+          text: str, files: Sequence[FileRecord] = ()) -> Notification:
+    """An answer to the customer, kept on the thread and mailed to the requester with its
+    files. Files pass the rules of mail attachments; one refused refuses the answer (the
+    agent sends it again without it), so the customer never gets half of what was meant."""
     if not text.strip():
         raise TeamError("an answer needs its text")
+    refused = [f"{f.filename}: {f.reason}" for f in files if not f.accepted]
+    if refused:
+        raise TeamError("files refused (the rules of mail attachments): " + "; ".join(refused))
     if ticket.status in ("held", "closed", "cancelled"):
         raise TransitionError(f"ticket {ticket.number} is {ticket.status}: not answered")
-    mail = workflow.agent_reply(session, ticket, agent_name=actor.name, text=text.strip())
+    mail = workflow.agent_reply(session, ticket, agent_name=actor.name, text=text.strip(),
+                                files=files)
     message = session.exec(select(Message).where(Message.notification_id == mail.id)).one()
     message.author_agent_id = actor.agent_id
     session.add(message)
-    record(session, actor, "reply", ticket, notification=mail.id)
+    record(session, actor, "reply", ticket, notification=mail.id,
+           files=[f.filename for f in files])
     return mail
 
 

@@ -34,7 +34,7 @@ from storage.models import (
     VerificationRequest,
     utcnow,
 )
-from storage.tickets import managers_of, next_ticket_number
+from storage.tickets import FileRecord, add_files, managers_of, next_ticket_number
 
 # Which status may follow which (DESIGN "Statuses"). Closed and cancelled are final: a customer's
 # reply to them opens a new, linked ticket instead.
@@ -342,17 +342,24 @@ class Workflow:
         return self.queue(session, event=event, ticket=ticket, contact=requester, extra=extra)
 
     def agent_reply(self, session: Session, ticket: Ticket, *, agent_name: str,
-                    text: str) -> Notification:
-        """An agent's answer: kept on the ticket's thread and mailed to the requester."""
+                    text: str, files: Sequence[FileRecord] = ()) -> Notification:
+        """An agent's answer: kept on the ticket's thread (with its files) and mailed to the
+        requester (the files attached: the sender reads them from the blob store)."""
         requester = session.get(Contact, ticket.requester_id)
         assert requester is not None and ticket.id is not None
+        sent = [{"key": f.storage_key, "filename": f.filename, "type": f.type}
+                for f in files if f.accepted and f.storage_key]
         notification = self.queue(session, event="agent_reply", ticket=ticket, contact=requester,
-                                  extra={"agent_name": agent_name, "reply_text": text})
+                                  extra={"agent_name": agent_name, "reply_text": text,
+                                         "files": sent})
         session.flush()
-        session.add(Message(ticket_id=ticket.id, direction="out", channel="agent",
-                            from_address=agent_name[:320], subject=ticket.subject, text=text,
-                            new_text=text, message_id=notification.message_id,
-                            notification_id=notification.id))
+        message = Message(ticket_id=ticket.id, direction="out", channel="agent",
+                          from_address=agent_name[:320], subject=ticket.subject, text=text,
+                          new_text=text, message_id=notification.message_id,
+                          notification_id=notification.id)
+        session.add(message)
+        session.flush()
+        add_files(session, message, [f for f in files if f.accepted])
         ticket.updated_at = utcnow()
         session.add(ticket)
         return notification

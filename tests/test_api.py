@@ -367,3 +367,39 @@ def test_agents_and_webhooks_are_for_admins(api, parts, team):
                    headers=admin).json() == []
     assert api.delete(f"/api/v1/webhooks/{listed[0]['id']}", headers=admin).status_code == 204
     assert api.get("/api/v1/webhooks", headers=admin).json()[0]["active"] is False
+
+
+def test_an_answer_with_files_is_mailed_with_them_attached_and_kept_on_the_ticket(api, parts):
+    from tests.conftest import deliver, parse_mail
+    from tests.test_customer_area import EXE, PDF, PNG
+
+    (number,) = new_tickets(parts)
+    sent = api.post(f"/api/v1/tickets/{number}/replies/with-files",
+                    data={"text": "Adjunto la factura corregida y una captura."},
+                    files=[("files", ("factura ñ 11.pdf", PDF, "application/pdf")),
+                           ("files", ("captura.png", PNG, "image/png"))])
+    assert sent.status_code == 200, sent.text
+    ticket = api.get(f"/api/v1/tickets/{number}").json()
+    answer = next(m for m in ticket["messages"] if m["channel"] == "agent")
+    files = [f for f in ticket["files"] if f["message_id"] == answer["id"]]
+    assert [(f["filename"], f["content_type"]) for f in files] == [
+        ("factura ñ 11.pdf", "application/pdf"), ("captura.png", "image/png")]
+    deliver(parts)
+    notification_id = sent.json()["notification_id"]
+    (eml,) = parts.sender.outbox_dir.glob(f"{notification_id:06d}-*.eml")
+    mail = parse_mail(eml.read_bytes())
+    assert mail.get_content_type() == "multipart/mixed"
+    assert "Adjunto la factura corregida" in mail.get_body(("plain",)).get_content()
+    attached = [(part.get_filename(), part.get_content_type(), part.get_content())
+                for part in mail.iter_attachments()]
+    assert attached == [("factura ñ 11.pdf", "application/pdf", PDF),
+                        ("captura.png", "image/png", PNG)]
+    # A file the attachment rules refuse refuses the answer, naming it; nothing is sent.
+    refused = api.post(f"/api/v1/tickets/{number}/replies/with-files",
+                       data={"text": "Y el instalador"},
+                       files=[("files", ("setup.exe", EXE, "application/octet-stream"))])
+    assert_problem(refused, 422, "setup.exe")
+    with Session(parts.engine) as session:
+        replies = session.exec(select(Notification).where(
+            Notification.event == "agent_reply")).all()
+    assert len(replies) == 1

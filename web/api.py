@@ -16,7 +16,18 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Path, Query, Request, Security
+from fastapi import (
+    Depends,
+    FastAPI,
+    File,
+    Form,
+    Header,
+    Path,
+    Query,
+    Request,
+    Security,
+    UploadFile,
+)
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -26,7 +37,9 @@ from sqlmodel import Session, col, select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import team, webhooks
+from gateway.inbound.attachments import DEFAULT_MAX_SIZE
 from gateway.team import Actor, StaleTicket, TeamError
+from gateway.uploads import MAX_FILES, Upload, check_and_store
 from gateway.workflow import TransitionError, Workflow
 from storage.agents import add_agent, agent_for_token, agents
 from storage.blobs import BlobStore
@@ -77,7 +90,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
                          422: "A field is missing or wrong."}.items()}
 
 
-def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore) -> FastAPI:
+def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore,
+               max_file_size: int = DEFAULT_MAX_SIZE) -> FastAPI:
     api = FastAPI(title="Helpdesk gateway API", version="1", openapi_url="/openapi.json",
                   docs_url=None, redoc_url=None, responses=ERRORS,
                   description=__doc__)
@@ -261,6 +275,28 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore) -> FastAPI:
         """Answer the customer: kept on the thread and mailed to the requester."""
         def act(session: Session, ticket: Ticket) -> dict:
             mail = team.reply(session, workflow, ticket, actor, body.text)
+            session.flush()
+            return {"notification_id": mail.id}
+        return _change(number, if_match, actor, act)
+
+    @api.post("/v1/tickets/{number}/replies/with-files", response_model=out.Done,
+              tags=["actions"])
+    def reply_with_files(
+        number: Number, actor: Agent_,
+        text: Annotated[str, Form(min_length=1, max_length=100_000)],
+        files: Annotated[list[UploadFile], File(description=(
+            "Files to attach: the rules of mail attachments apply (type by content, size); "
+            "one refused refuses the answer (422)."))],
+        if_match: IfMatch = None,
+    ) -> out.Done:
+        """Answer the customer with files: kept on the thread with them, and mailed to the
+        requester with them attached."""
+        uploads = [Upload(item.filename or "", item.file.read(max_file_size + 1))
+                   for item in files[:MAX_FILES]]
+        checked = check_and_store(blobs, uploads, max_file_size)
+
+        def act(session: Session, ticket: Ticket) -> dict:
+            mail = team.reply(session, workflow, ticket, actor, text, checked)
             session.flush()
             return {"notification_id": mail.id}
         return _change(number, if_match, actor, act)

@@ -185,7 +185,8 @@ def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = N
             Route("/healthz", health.healthz),
             Route("/metrics", metrics.metrics_page),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
-            Mount("/api", app=create_api(engine, workflow, blobs), name="api"),
+            Mount("/api", app=create_api(engine, workflow, blobs,
+                                         settings.max_attachment_size), name="api"),
         ],
         middleware=[
             Middleware(metrics.HttpMetrics),

@@ -17,10 +17,12 @@ can never start a new header.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import itertools
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email import message_from_bytes, policy
@@ -28,7 +30,7 @@ from email.charset import Charset
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr
+from email.utils import encode_rfc2231, format_datetime, formataddr
 from pathlib import Path
 from typing import Any
 
@@ -102,11 +104,23 @@ class Renderer:
         )
 
 
-def to_wire(rendered: RenderedMail, envelope: Envelope, date: datetime | None = None) -> bytes:
-    """The mail as it goes to the relay: headers, then text and HTML alternatives, CRLF ends.
+@dataclass(frozen=True)
+class OutgoingFile:
+    """A file sent with a mail (an agent's answer with attachments)."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+def to_wire(rendered: RenderedMail, envelope: Envelope, date: datetime | None = None,
+            files: Sequence[OutgoingFile] = ()) -> bytes:
+    """The mail as it goes to the relay: headers, then text and HTML alternatives, CRLF ends;
+    with files, multipart/mixed: the alternatives first, then each file in base64.
 
     Raises ValueError for an address or a Message-ID that cannot be written safely."""
     boundary = "=_" + secrets.token_hex(12)  # "=_" never occurs in quoted-printable (RFC 2045 §6.7)
+    outer = "=_" + secrets.token_hex(12)
     headers = [
         "From: " + _mailbox(envelope.from_name, envelope.from_address),
         "To: " + _mailbox(envelope.to_name, envelope.to_address),
@@ -127,16 +141,42 @@ def to_wire(rendered: RenderedMail, envelope: Envelope, date: datetime | None = 
         "Auto-Submitted: auto-generated",
         "X-Auto-Response-Suppress: All",
         "MIME-Version: 1.0",
-        f'Content-Type: multipart/alternative; boundary="{boundary}"',
+        f'Content-Type: multipart/{"mixed" if files else "alternative"}; '
+        f'boundary="{outer if files else boundary}"',
         "Content-Language: " + _language(envelope.language),
     ]
     head = CRLF.join(headers).encode("ascii")
-    return b"".join([
-        head, b"\r\n\r\n",
+    alternatives = [
         *_part("plain", rendered.text, boundary),
         *_part("html", rendered.html, boundary),
         b"--", boundary.encode("ascii"), b"--\r\n",
+    ]
+    if not files:
+        return b"".join([head, b"\r\n\r\n", *alternatives])
+    return b"".join([
+        head, b"\r\n\r\n",
+        f'--{outer}\r\nContent-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
+        .encode("ascii"),
+        *alternatives, b"\r\n",
+        *(piece for item in files for piece in _file_part(item, outer)),
+        b"--", outer.encode("ascii"), b"--\r\n",
     ])
+
+
+def _file_part(item: OutgoingFile, boundary: str) -> list[bytes]:
+    """One attached file: its type as we detected it, its name (RFC 2231 when not plain
+    ASCII), base64 in lines of 76."""
+    content_type = item.content_type if re.fullmatch(r"[\w.+-]+/[\w.+-]+", item.content_type) \
+        else "application/octet-stream"
+    name = one_line(item.filename) or "file"
+    if _needs_encoding(name) or '"' in name or "\\" in name:
+        disposition = f"attachment; filename*={encode_rfc2231(name, 'utf-8')}"
+    else:
+        disposition = f'attachment; filename="{name}"'
+    encoded = base64.encodebytes(item.data).replace(b"\n", b"\r\n")
+    return [f"--{boundary}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Disposition: {disposition}\r\n"
+            "Content-Transfer-Encoding: base64\r\n\r\n".encode("ascii"), encoded, b"\r\n"]
 
 
 def build_message(rendered: RenderedMail, envelope: Envelope) -> EmailMessage:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 from sqlalchemy.engine import Engine
@@ -26,9 +27,10 @@ from sqlalchemy.engine import Engine
 from gateway.group_commit import GroupCommit
 from gateway.i18n import pick_language
 from gateway.links import ReplyAddresses
-from gateway.outbound.render import Envelope, Renderer, to_wire
+from gateway.outbound.render import Envelope, OutgoingFile, Renderer, to_wire
 from gateway.settings import Settings
 from storage import outbox
+from storage.blobs import BlobStore
 from storage.faults import Outage, describe, is_temporary, is_unavailable
 from storage.models import Notification, utcnow
 from storage.queues import new_holder
@@ -73,8 +75,10 @@ class Sender:
         retry_days: float = 5.0,
         sender_id: str | None = None,
         clock: Callable[[], datetime] = utcnow,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.engine = engine
+        self.blobs = blobs  # where the files an agent's answer carries are kept
         self.renderer = renderer
         self.reply = reply
         self.from_name = from_name
@@ -209,7 +213,18 @@ class Sender:
             references=tuple((row.references or "").split()),
             language=language,
         )
-        return to_wire(rendered, envelope), rendered.subject
+        return to_wire(rendered, envelope, files=self._files(context)), rendered.subject
+
+    def _files(self, context: dict[str, Any]) -> list[OutgoingFile]:
+        """The files a mail carries (``context["files"]``: key, name and detected type of each,
+        as gateway.workflow.agent_reply records them), read from the blob store."""
+        listed = context.get("files") or []
+        if not listed:
+            return []
+        if self.blobs is None:
+            raise ValueError("this sender has no blob store to read the mail's files from")
+        return [OutgoingFile(item["filename"], item["type"], self.blobs.get(item["key"]))
+                for item in listed]
 
     async def _send(self, raw: bytes, row: Notification) -> None:
         """Send the recorded bytes, so what the customer gets is exactly what we kept."""
@@ -258,4 +273,4 @@ def sender_from_settings(settings: Settings, engine: Engine) -> Sender:
                                                      settings.support_address),
                   from_name=settings.from_name, from_address=settings.support_address,
                   relay=relay, outbox_dir=settings.outbox_dir,
-                  retry_days=settings.outbox_retry_days)
+                  retry_days=settings.outbox_retry_days, blobs=BlobStore(settings.storage_dir))
