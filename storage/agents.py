@@ -10,9 +10,10 @@ from datetime import datetime, timedelta
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select, update
 
+from storage import sessions
 from storage.db import transaction
 from storage.directory import DirectoryError
-from storage.models import AGENT_ROLES, Agent, ApiToken, aware, utcnow
+from storage.models import AGENT_ROLES, Agent, AgentSession, ApiToken, aware, utcnow
 from storage.passwords import hash_password
 
 TOKEN_PREFIX = "hd_"  # noqa: S105 (not a secret) what a helpdesk API token starts with, so a leaked one is recognised
@@ -54,6 +55,9 @@ def set_active(engine: Engine, email: str, active: bool) -> Agent:
             raise DirectoryError(f"no agent with email {email.strip().lower()}")
         agent.active = active
         session.add(agent)
+        if not active:
+            assert agent.id is not None
+            sessions.end_all(session, agent.id, AgentSession)  # out of the console at once
         return agent
 
 

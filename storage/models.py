@@ -214,6 +214,20 @@ class Agent(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class AgentSession(SQLModel, table=True):
+    """A signed-in browser of the team console: the customer area's sessions (WebSession), for
+    an agent, under a cookie of its own (path /team)."""
+
+    __tablename__ = "agent_session"
+    id: str = Field(primary_key=True, max_length=64)  # sha256 hex of the cookie's token
+    agent_id: int = Field(foreign_key="agent.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime = Field(index=True)
+    revoked_at: datetime | None = None
+    address: str = Field(default="", max_length=64)
+    user_agent: str = Field(default="", max_length=200)
+
+
 class ApiToken(SQLModel, table=True):
     """A named key to the JSON API, acting as its agent. The token is shown once, when made;
     only its SHA-256 is stored, with a short prefix to tell tokens apart in lists."""

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, delete, update
 
 from storage.db import transaction
-from storage.models import WebSession, utcnow
+from storage.models import AgentSession, WebSession, utcnow
 
 # The PostgreSQL channel on which the database tells the web processes that a session, a contact
 # or an organization changed (migration 0013, web.known_sessions).
@@ -22,44 +22,57 @@ def key_of(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def start(engine: Engine, contact_id: int, lifetime: timedelta, *, address: str = "",
-          user_agent: str = "") -> str:
-    """A new session for the contact; the token for the cookie."""
+# The customer area's sessions, and the team console's: the same rules, tables of their own.
+Kind = type[WebSession] | type[AgentSession]
+
+
+def _owner(kind: Kind) -> str:
+    return "agent_id" if kind is AgentSession else "contact_id"
+
+
+def start(engine: Engine, owner_id: int, lifetime: timedelta, *, address: str = "",
+          user_agent: str = "", kind: Kind = WebSession) -> str:
+    """A new session for the contact (or, with ``kind=AgentSession``, the agent); the token
+    for the cookie."""
     token = secrets.token_urlsafe(32)
     with transaction(engine) as session:
-        session.add(WebSession(id=key_of(token), contact_id=contact_id,
-                               expires_at=utcnow() + lifetime, address=address[:64],
-                               user_agent=user_agent[:200]))
+        session.add(kind(id=key_of(token), expires_at=utcnow() + lifetime,
+                         address=address[:64], user_agent=user_agent[:200],
+                         **{_owner(kind): owner_id}))
     return token
 
 
-def renew(engine: Engine, key: str, expires_at: datetime) -> None:
+def renew(engine: Engine, key: str, expires_at: datetime, kind: Kind = WebSession) -> None:
     with transaction(engine) as session:
-        session.exec(update(WebSession).where(col(WebSession.id) == key,
-                                              col(WebSession.revoked_at).is_(None))
+        session.exec(update(kind).where(col(kind.id) == key, col(kind.revoked_at).is_(None))
                      .values(expires_at=expires_at))
 
 
-def end(engine: Engine, token: str) -> None:
+def end(engine: Engine, token: str, kind: Kind = WebSession) -> None:
     """Logout: this session ends."""
     with transaction(engine) as session:
-        session.exec(update(WebSession).where(col(WebSession.id) == key_of(token),
-                                              col(WebSession.revoked_at).is_(None))
+        session.exec(update(kind).where(col(kind.id) == key_of(token),
+                                        col(kind.revoked_at).is_(None))
                      .values(revoked_at=utcnow()))
 
 
-def end_all(session: Session, contact_id: int) -> int:
-    """Every session of the contact ends (in the caller's transaction); how many were open."""
+def end_all(session: Session, owner_id: int, kind: Kind = WebSession) -> int:
+    """Every session of the contact (or agent) ends, in the caller's transaction; how many
+    were open."""
     now = utcnow()
-    result = session.exec(update(WebSession).where(
-        col(WebSession.contact_id) == contact_id, col(WebSession.revoked_at).is_(None),
-        col(WebSession.expires_at) > now).values(revoked_at=now))
+    owner = getattr(kind, _owner(kind))
+    result = session.exec(update(kind).where(
+        col(owner) == owner_id, col(kind.revoked_at).is_(None),
+        col(kind.expires_at) > now).values(revoked_at=now))
     return int(result.rowcount or 0)
 
 
 def forget_before(engine: Engine, moment: datetime) -> int:
     """Sessions that expired or were ended before ``moment`` are deleted (housekeeping)."""
+    forgotten = 0
     with transaction(engine) as session:
-        result = session.exec(delete(WebSession).where(
-            (col(WebSession.expires_at) < moment) | (col(WebSession.revoked_at) < moment)))
-        return int(result.rowcount or 0)
+        for kind in (WebSession, AgentSession):
+            result = session.exec(delete(kind).where(
+                (col(kind.expires_at) < moment) | (col(kind.revoked_at) < moment)))
+            forgotten += int(result.rowcount or 0)
+    return forgotten

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session, col, func, or_, select
 
@@ -49,12 +50,28 @@ def find_tickets(session: Session, wanted: TicketFilter, *, limit: int = 50,
                  before: tuple[datetime, int] | None = None) -> list[FoundTicket]:
     """Tickets matching every filter, the most recently updated first; ``before`` is where the
     previous page ended (its last ticket's update time and id), for cursor pagination."""
+    query = _filtered(select(Ticket, Organization, Contact)
+                      .join(Organization, col(Organization.id) == Ticket.organization_id)
+                      .join(Contact, col(Contact.id) == Ticket.requester_id), wanted)
+    if before is not None:
+        moment, ticket_id = before
+        query = query.where(or_(col(Ticket.updated_at) < moment,
+                                (col(Ticket.updated_at) == moment) & (col(Ticket.id) < ticket_id)))
+    query = query.order_by(col(Ticket.updated_at).desc(), col(Ticket.id).desc()).limit(limit)
+    return [FoundTicket(ticket, organization, requester)
+            for ticket, organization, requester in session.exec(query)]
+
+
+def count_tickets(session: Session, wanted: TicketFilter) -> int:
+    query = _filtered(select(func.count(col(Ticket.id))).select_from(Ticket)
+                      .join(Organization, col(Organization.id) == Ticket.organization_id), wanted)
+    return int(session.exec(query).one())
+
+
+def _filtered(query: Any, wanted: TicketFilter) -> Any:
     unknown = set(wanted.statuses) - set(STATUS_GROUPS) - {"held"}
     if unknown:
         raise ValueError(f"unknown status {sorted(unknown)[0]!r}")
-    query = (select(Ticket, Organization, Contact)
-             .join(Organization, col(Organization.id) == Ticket.organization_id)
-             .join(Contact, col(Contact.id) == Ticket.requester_id))
     if wanted.statuses:
         query = query.where(col(Ticket.status).in_(list(wanted.statuses)))
     if wanted.organization_code:
@@ -82,13 +99,7 @@ def find_tickets(session: Session, wanted: TicketFilter, *, limit: int = 50,
             query = query.where(col(column) >= low)
         if high is not None:
             query = query.where(col(column) < high)
-    if before is not None:
-        moment, ticket_id = before
-        query = query.where(or_(col(Ticket.updated_at) < moment,
-                                (col(Ticket.updated_at) == moment) & (col(Ticket.id) < ticket_id)))
-    query = query.order_by(col(Ticket.updated_at).desc(), col(Ticket.id).desc()).limit(limit)
-    return [FoundTicket(ticket, organization, requester)
-            for ticket, organization, requester in session.exec(query)]
+    return query
 
 
 @dataclass

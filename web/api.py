@@ -41,6 +41,7 @@ from gateway.inbound.attachments import DEFAULT_MAX_SIZE
 from gateway.team import Actor, StaleTicket, TeamError
 from gateway.uploads import MAX_FILES, Upload, check_and_store
 from gateway.workflow import TransitionError, Workflow
+from storage import sessions
 from storage.agents import add_agent, agent_for_token, agents
 from storage.blobs import BlobStore
 from storage.db import transaction
@@ -52,7 +53,15 @@ from storage.directory import (
     edit_contact,
 )
 from storage.faults import is_unavailable
-from storage.models import Agent, Application, Contact, Organization, Ticket, aware
+from storage.models import (
+    Agent,
+    AgentSession,
+    Application,
+    Contact,
+    Organization,
+    Ticket,
+    aware,
+)
 from storage.team import FoundTicket, TicketFilter, TicketRecord, find_tickets, ticket_record
 from storage.tickets import contact_by_email, managers_of
 from web import api_types as out
@@ -438,6 +447,8 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore,
                                  "access or role")
             if body.active is not None:
                 agent.active = body.active
+                if not body.active:
+                    sessions.end_all(session, agent_id, AgentSession)
             if body.role is not None:
                 agent.role = body.role
             session.add(agent)
