@@ -31,6 +31,7 @@ from storage.faults import is_unavailable
 from web import (
     accounts,
     auth,
+    console,
     contacts,
     health,
     metrics,
@@ -182,6 +183,16 @@ def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = N
             Route("/password/forgot", accounts.forgot_submit, methods=["POST"]),
             Route("/password/set/{token}", accounts.set_page, methods=["GET"]),
             Route("/password/set/{token}", accounts.set_submit, methods=["POST"]),
+            Route("/team", console.home),
+            Route("/team/login", console.login_page, methods=["GET"]),
+            Route("/team/login", console.login_submit, methods=["POST"]),
+            Route("/team/logout", console.logout, methods=["POST"]),
+            Route("/team/tickets", console.list_page),
+            Route("/team/tickets/{number:id}", console.ticket_page, methods=["GET"]),
+            Route("/team/tickets/{number:id}", console.act, methods=["POST"]),
+            Route("/team/tickets/{number:id}/files/{file_id:id}", console.download),
+            Route("/team/agents", console.agents_page, methods=["GET"]),
+            Route("/team/agents", console.agents_submit, methods=["POST"]),
             Route("/healthz", health.healthz),
             Route("/metrics", metrics.metrics_page),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
@@ -225,4 +236,5 @@ def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = N
     app.state.password_links = PasswordLinks(str(settings.secret_key), settings.public_url,
                                              settings.password_link_hours)
     app.state.forgot_throttle = Throttle(engine, "forgot", FORGOT_RULES)
+    app.state.team_throttle = Throttle(engine, "team_login", LOGIN_RULES)
     return app
