@@ -148,3 +148,16 @@ def test_only_admins_manage_agents(app, parts):
         assert sign_in(ana).status_code == 401  # deactivated
     with TestClient(app) as eva:
         assert sign_in(eva, "eva@soporte.example").status_code == 303
+
+
+def test_a_guesser_is_slowed_and_the_agent_in_their_own_browser_still_gets_in(app, parts):
+    with TestClient(app) as ana:
+        assert sign_in(ana).status_code == 303  # her browser is known from now on
+        ana.post("/team/logout", data={"csrf_token": CSRF.search(
+            ana.get("/team/tickets").text)[1]})
+        with TestClient(app) as guesser:
+            answers = [sign_in(guesser, password=f"intento {n}").status_code
+                       for n in range(6)]
+            assert answers[:3] == [401, 401, 401] and 429 in answers
+            assert sign_in(guesser).status_code == 429  # even with the right password
+        assert sign_in(ana).status_code == 303

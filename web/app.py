@@ -237,4 +237,6 @@ def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = N
                                              settings.password_link_hours)
     app.state.forgot_throttle = Throttle(engine, "forgot", FORGOT_RULES)
     app.state.team_throttle = Throttle(engine, "team_login", LOGIN_RULES)
+    app.state.known_agent_browsers = KnownBrowsers(str(settings.secret_key),
+                                                   "known_agent_browser", "known-agent-browser")
     return app

@@ -110,7 +110,8 @@ def login_page(request: Request) -> Response:
 def login_submit(request: Request, form: FormData) -> Response:
     email = str(form.get("email", "")).strip().lower()
     password = str(form.get("password", ""))
-    throttle = request.app.state.team_throttle
+    throttle, known = request.app.state.team_throttle, request.app.state.known_agent_browsers
+    browser, browser_agents = known.read(request.cookies.get(known.COOKIE))
 
     def again(error: str, status_code: int, wait: float = 0) -> Response:
         response = _render(request, "login.html", None,
@@ -122,19 +123,24 @@ def login_submit(request: Request, form: FormData) -> Response:
 
     if not csrf.valid(request, form.get(csrf.FIELD)):
         return again("csrf", 400)
-    keys = (f"email:{email}", f"ip:{client_address(request)}")
+    with Session(request.app.state.engine) as session:
+        agent = agent_by_email(session, email) if email else None
+    # As in the customer area: the agent's own browser is judged on its own, so somebody
+    # guessing their password elsewhere does not keep them out.
+    if agent is not None and agent.id in browser_agents:
+        keys: tuple[str, ...] = (f"browser:{browser}",)
+    else:
+        keys = (f"email:{email}", f"ip:{client_address(request)}")
     wait = throttle.wait(*keys)
     if wait:
         THROTTLED.labels("team_login").inc()
         return again("throttled", 429, wait)
-    with Session(request.app.state.engine) as session:
-        agent = agent_by_email(session, email) if email else None
     if not verify_password(agent.password_hash if agent else None, password) \
             or agent is None or not agent.active:
         throttle.failed(*keys)
         LOGIN_FAILURES.inc()
         return again("credentials", 401)
-    throttle.succeeded(f"email:{email}")
+    throttle.succeeded(f"email:{email}", f"browser:{browser}")
     assert agent.id is not None
     token = sessions.start(request.app.state.engine, agent.id,
                            request.app.state.settings.session_lifetime,
@@ -142,6 +148,9 @@ def login_submit(request: Request, form: FormData) -> Response:
                            user_agent=request.headers.get("user-agent", ""), kind=AgentSession)
     response = RedirectResponse(f"{PATH}/tickets", status_code=303)
     response.set_cookie(COOKIE, token, path=PATH, httponly=True, samesite="strict",
+                        secure=request.app.https)
+    response.set_cookie(known.COOKIE, known.with_contact(browser, browser_agents, agent.id),
+                        max_age=known.MAX_AGE, path=PATH, httponly=True, samesite="strict",
                         secure=request.app.https)
     return response
 

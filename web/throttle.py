@@ -92,8 +92,11 @@ class KnownBrowsers:
     MAX_AGE = 180 * 24 * 3600
     KEPT = 5
 
-    def __init__(self, secret_key: str) -> None:
-        self._serializer = URLSafeTimedSerializer(secret_key, salt="known-browser")
+    def __init__(self, secret_key: str, cookie: str = COOKIE,
+                 salt: str = "known-browser") -> None:
+        """``cookie`` and ``salt``: the team console keeps its agents apart from contacts."""
+        self.COOKIE = cookie
+        self._serializer = URLSafeTimedSerializer(secret_key, salt=salt)
 
     def read(self, value: str | None) -> tuple[str, list[int]]:
         """The browser's id (a new one if it has none) and its contacts."""
