@@ -130,9 +130,14 @@ def guessable(password: str, contact: Contact) -> bool:
     """Judged by zxcvbn (dictionaries, keyboard patterns, dates, repeats, l33t), with the
     person's own name and address as words an attacker would try first: "1234567890" or
     "maria.garcia@ferreteria-lopez.es1" are long enough and still guessed at once."""
-    local, _, domain = contact.email.partition("@")
-    words = [contact.name, contact.email, local, domain, *re.split(r"[\s.@_\-]+", contact.name),
-             *re.split(r"[.@_\-]+", contact.email)]
+    return guessable_for(password, contact.name, contact.email)
+
+
+def guessable_for(password: str, name: str, email: str) -> bool:
+    """``guessable`` for anybody with a name and an address (an agent of the console too)."""
+    local, _, domain = email.partition("@")
+    words = [name, email, local, domain, *re.split(r"[\s.@_\-]+", name),
+             *re.split(r"[.@_\-]+", email)]
     score = zxcvbn(password[:100], user_inputs=[w for w in words if w])["score"]
     return int(score) < STRONG_ENOUGH
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from gateway import logs, webhooks
-from gateway.accounts import queue_password_link
+from gateway.accounts import guessable_for, queue_password_link
 from gateway.contacts import TYPES as CONTACT_TYPES
 from gateway.inbound.ingest import RETRY
 from gateway.links import PasswordLinks
@@ -566,6 +566,9 @@ def agent() -> None:
 def agent_add(ctx: click.Context, email: str, name: str, role: str, language: str,
               password: str | None) -> None:
     """Add an agent."""
+    if password and guessable_for(password, name, email):
+        raise click.BadParameter("too easy to guess (zxcvbn): use a longer phrase of "
+                                 "unrelated words", param_hint="--password")
     parts = _parts(ctx)
     with _told(DirectoryError):
         added = add_agent(parts.engine, name=name, email=email, role=role, language=language,

@@ -141,6 +141,10 @@ def test_only_admins_manage_agents(app, parts):
             "email": "eva@soporte.example", "role": "agent", "language": "es",
             "password": PASSWORD}, follow_redirects=False)
         assert added.status_code == 303
+        weak = luis.post("/team/agents", data={
+            "csrf_token": token, "action": "add", "name": "Pablo", "role": "agent",
+            "email": "pablo@soporte.example", "language": "es", "password": "pablo12345"})
+        assert weak.status_code == 422 and "too easy to guess" in weak.text
         luis.post("/team/agents", data={"csrf_token": token, "action": "deactivate",
                                         "email": "ana@soporte.example"})
         assert "deactivated" in luis.get("/team/agents").text

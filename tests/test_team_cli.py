@@ -39,6 +39,9 @@ def test_agents_are_added_listed_deactivated_and_refused_clearly(helpdesk):
     assert code == 0 and "luis@soporte.example added (admin)" in out
     code, out = helpdesk("agent", "add", "ana.ruiz@soporte.example", "--name", "Otra Ana")
     assert code == 1 and "an agent with email ana.ruiz@soporte.example already exists" in out
+    code, out = helpdesk("agent", "add", "x@soporte.example", "--name", "X", "--password",
+                         "1234567890")
+    assert code == 2 and "too easy to guess" in out
     code, out = helpdesk("agent", "add", "x@soporte.example", "--name", "X", "--role", "boss")
     assert code == 2 and "boss" in out and "Traceback" not in out
     code, out = helpdesk("agent", "list")

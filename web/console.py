@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 
 from gateway import team
+from gateway.accounts import guessable_for
 from gateway.team import Actor, StaleTicket, TeamError
 from gateway.uploads import MAX_FILES, Upload, check_and_store
 from gateway.workflow import TRANSITIONS, TransitionError
@@ -324,10 +325,13 @@ def agents_submit(request: Request, form: FormData) -> Response:
     engine = request.app.state.engine
     try:
         if form.get("action") == "add":
-            add_agent(engine, name=str(form.get("name", "")), email=str(form.get("email", "")),
-                      role=str(form.get("role", "agent")),
-                      language=str(form.get("language", "es")),
-                      password=str(form.get("password", "")) or None)
+            name, email = str(form.get("name", "")), str(form.get("email", ""))
+            password = str(form.get("password", "")) or None
+            if password and guessable_for(password, name, email):
+                raise DirectoryError("password: too easy to guess; use a longer phrase of "
+                                     "unrelated words")
+            add_agent(engine, name=name, email=email, role=str(form.get("role", "agent")),
+                      language=str(form.get("language", "es")), password=password)
         else:
             email = str(form.get("email", ""))
             if email.strip().lower() == agent.email:
