@@ -38,6 +38,7 @@ bench: install system
 	$(BIN)/python -m bench.notifier --db sqlite
 	$(BIN)/python -m bench.notifier --db postgresql
 	$(BIN)/python -m bench.web
+	$(BIN)/python -m bench.sla
 
 # Where the ingest time goes: cProfile of process_next over 200 mails of the mix on SQLite.
 bench-profile: install
