@@ -1,0 +1,102 @@
+"""SLA clocks worked out from a ticket's history (gateway.sla), checked against a week
+written out by hand on a split-shift calendar."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from gateway.business_time import Calendar, week
+from gateway.sla import Change, Plan, clocks
+from tests.test_business_time import MADRID, SPLIT, madrid
+
+CALENDAR = Calendar(SPLIT, subdivision="AR", extra_holidays=frozenset({date(2026, 1, 29)}))
+PLAN = Plan("standard", CALENDAR, {
+    "first_response": {"normal": 120, "high": 60},
+    "resolution": {"normal": 2400, "high": 960},
+    "qualify": {"normal": 60},  # the same for every priority: the default's
+    "plan": {"normal": 480, "high": 240},
+})
+
+# A mail arrives on Friday 27 November 2026 at 17:50 and is qualified on Monday at 9:10; on
+# Monday at 10:00 the team asks the customer, who answers on Wednesday at 10:00; resolved on
+# Thursday 3 December at 12:00. (A working day: 9:00-14:00 and 15:30-18:30, 480 minutes.)
+CREATED = madrid(2026, 11, 27, 17, 50)
+HISTORY = [Change(madrid(2026, 11, 30, 9, 10), "qualified"),
+           Change(madrid(2026, 11, 30, 10, 0), "awaiting_customer"),
+           Change(madrid(2026, 12, 2, 10, 0), "in_progress"),
+           Change(madrid(2026, 12, 3, 12, 0), "resolved")]
+
+
+def by_target(found):
+    return {clock.target: clock for clock in found}
+
+
+def local(moment):
+    return moment.astimezone(MADRID).strftime("%a %d %H:%M") if moment else None
+
+
+def test_a_week_of_a_ticket_by_hand():
+    found = by_target(clocks(PLAN, created_at=CREATED, priority="normal", history=HISTORY,
+                             now=madrid(2026, 12, 4, 9, 0)))
+    first = found["first_response"]
+    # 40 minutes on Friday, 10 on Monday: answered (the "qualified" mail) within its 120.
+    assert (local(first.due_at), local(first.met_at), first.breached) == (
+        "Mon 30 10:20", "Mon 30 09:10", False)
+    assert first.used == pytest.approx(50 / 120) and first.state == "met"
+    qualify = found["qualify"]
+    assert (local(qualify.due_at), qualify.breached, qualify.contractual) == (
+        "Mon 30 09:20", False, False)
+    # Planning: never planned, so resolved ends it. 100 minutes to the question, the clock
+    # stands while the customer is asked, 420 on Wednesday: due Wednesday 17:50, met Thursday
+    # 12:00, breached by 40 + 180 minutes.
+    plan = found["plan"]
+    assert (local(plan.due_at), local(plan.met_at)) == ("Wed 02 17:50", "Thu 03 12:00")
+    assert plan.breached and plan.over_minutes == pytest.approx(220) and plan.state == "breached"
+    assert [s.kind for s in plan.segments] == [
+        "running", "outside_hours", "running", "paused", "running", "outside_hours",
+        "running", "outside_hours", "running"]
+    paused = [s for s in plan.segments if s.kind == "paused"]
+    assert (local(paused[0].start), local(paused[0].end)) == ("Mon 30 10:00", "Wed 02 10:00")
+    resolution = found["resolution"]
+    assert resolution.met_at == HISTORY[-1].at and not resolution.breached
+    assert resolution.contractual
+
+
+def test_a_priority_change_moves_the_due_times():
+    normal = by_target(clocks(PLAN, created_at=CREATED, priority="normal", history=HISTORY[:1],
+                              now=madrid(2026, 11, 30, 9, 30)))
+    high = by_target(clocks(PLAN, created_at=CREATED, priority="high", history=HISTORY[:1],
+                            now=madrid(2026, 11, 30, 9, 30)))
+    assert high["plan"].due_at < normal["plan"].due_at
+    assert local(high["plan"].due_at) == "Mon 30 12:20"  # 240 minutes: 40 + 200
+    assert high["qualify"].minutes == normal["qualify"].minutes == 60
+
+
+def test_a_clock_stands_while_the_customer_is_asked_and_a_reopening_undoes_a_resolution():
+    asked = by_target(clocks(PLAN, created_at=CREATED, priority="normal", history=HISTORY[:2],
+                             now=madrid(2026, 12, 15, 12, 0)))
+    # Awaiting the customer since Monday 10:00: no due time, nothing breached, however long.
+    assert asked["plan"].due_at is None and asked["plan"].state == "paused"
+    assert not asked["resolution"].breached
+    reopened = HISTORY + [Change(madrid(2026, 12, 3, 16, 0), "in_progress")]
+    found = by_target(clocks(PLAN, created_at=CREATED, priority="normal", history=reopened,
+                             now=madrid(2026, 12, 3, 17, 0)))
+    resolution = found["resolution"]
+    assert resolution.met_at is None and resolution.state == "running"
+    # Resolved 12:00-16:00 does not count: used = what the first resolution used + 1 h.
+    used_before = by_target(clocks(PLAN, created_at=CREATED, priority="normal",
+                                   history=HISTORY, now=madrid(2026, 12, 4, 9, 0)))
+    assert resolution.used * 2400 == pytest.approx(
+        used_before["resolution"].used * 2400 + 60)
+
+
+def test_a_plan_without_a_target_measures_nothing_for_it():
+    bare = Plan("bare", Calendar(week([("08:00", "16:00")])), {"resolution": {"normal": 60}})
+    # Friday 17:50 is after hours: the hour runs on Monday 8:00-9:00; at 10:00, an hour over.
+    found = clocks(bare, created_at=CREATED, priority="urgent", history=[],
+                   now=madrid(2026, 11, 30, 10, 0))
+    assert [c.target for c in found] == ["resolution"]
+    assert found[0].minutes == 60  # the default priority's target
+    assert found[0].state == "breached" and found[0].over_minutes == pytest.approx(60)
