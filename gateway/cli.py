@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -25,6 +26,7 @@ from gateway.outbound.render import to_bytes
 from gateway.ratings import queue_reminders
 from gateway.service import Parts, build, run_forever
 from gateway.settings import Settings
+from gateway.sla_clocks import Plans, ticket_clocks
 from gateway.verification import decide, pending_request_of
 from gateway.workflow import TransitionError
 from storage import inbound, queues, sessions
@@ -41,7 +43,14 @@ from storage.directory import (
     edit_contact,
 )
 from storage.migrate import upgrade
-from storage.models import AGENT_ROLES, WEBHOOK_EVENTS, InboundMessage, Notification, aware
+from storage.models import (
+    AGENT_ROLES,
+    WEBHOOK_EVENTS,
+    InboundMessage,
+    Notification,
+    Organization,
+    aware,
+)
 from storage.team import TicketFilter, find_tickets, ticket_record
 from storage.tickets import contact_by_email, ticket_by_number
 
@@ -644,6 +653,48 @@ def token_revoke(ctx: click.Context, token_id: int) -> None:
     with _told(DirectoryError):
         revoke_token(parts.engine, token_id)
     click.echo(f"token {token_id} revoked")
+
+
+@main.group()
+def sla() -> None:
+    """SLA clocks."""
+
+
+@sla.command("explain")
+@click.argument("number", type=int)
+@click.pass_context
+def sla_explain(ctx: click.Context, number: int) -> None:
+    """Why each due time of a ticket is what it is: target, due, state, and the segments of
+    its clock (running, paused, outside hours, holiday), in the calendar's time."""
+    parts = _parts(ctx)
+    with transaction(parts.engine, write=False) as session:
+        found = ticket_by_number(session, number)
+        if found is None:
+            raise click.ClickException(f"no ticket {number}")
+        plans = Plans(session)
+        organization = session.get(Organization, found.organization_id)
+        plan = plans.get(organization.sla_plan) if organization else None
+        measured = ticket_clocks(session, found, plans)
+    if plan is None or not measured:
+        click.echo(f"ticket {number}: no SLA clock (plan "
+                   f"{organization.sla_plan if organization else '-'!r}, status {found.status})")
+        return
+    zone = ZoneInfo(plan.calendar.timezone)
+
+    def when(moment: datetime | None) -> str:
+        return moment.astimezone(zone).strftime("%a %Y-%m-%d %H:%M") if moment else "-"
+
+    click.echo(f"ticket {number}, plan {plan.name}, priority {found.priority}, calendar "
+               f"{plan.calendar.name or '-'} ({plan.calendar.timezone})")
+    for clock in measured:
+        kind = "contractual" if clock.contractual else "internal"
+        click.echo(f"\n{clock.target} ({kind}): {clock.minutes} business minutes; "
+                   f"{clock.state}, {clock.used:.0%} used; due {when(clock.due_at)}"
+                   + (f"; met {when(clock.met_at)}" if clock.met_at else "")
+                   + (f"; {clock.over_minutes:.0f} min over" if clock.breached else ""))
+        for segment in clock.segments:
+            click.echo(f"  {segment.kind:<13} {when(segment.start)} -> {when(segment.end)}  "
+                       f"{segment.minutes:.0f} min")
 
 
 @main.group()

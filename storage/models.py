@@ -434,3 +434,54 @@ class WebhookDelivery(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow)
     delivered_at: datetime | None = None
+
+
+class SlaCalendar(SQLModel, table=True):
+    """Working hours for SLA clocks (gateway.business_time): JSON columns, as
+    ``{"mon": [["09:00", "14:00"], ...], ...}``, seasons ``[{"from": "06-15", "to": "09-15",
+    "hours": {...}}]`` and extra holidays ``["2026-01-29", ...]``."""
+
+    __tablename__ = "sla_calendar"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True)
+    timezone: str = Field(default="Europe/Madrid", max_length=64)
+    country: str | None = Field(default="ES", max_length=8)
+    subdivision: str | None = Field(default=None, max_length=16)
+    hours: str = Field(sa_column=Column(Text, nullable=False))
+    seasons: str = Field(default="[]", sa_column=Column(Text, nullable=False))
+    extra_holidays: str = Field(default="[]", sa_column=Column(Text, nullable=False))
+
+
+class SlaPlan(SQLModel, table=True):
+    """An organization's SLA (``Organization.sla_plan`` names it): business minutes per target
+    and priority (``{"first_response": {"normal": 240, ...}, ...}``), on a calendar."""
+
+    __tablename__ = "sla_plan"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=32, unique=True)
+    calendar_id: int = Field(foreign_key="sla_calendar.id")
+    default_priority: str = Field(default="normal", max_length=8)
+    targets: str = Field(sa_column=Column(Text, nullable=False))
+    warn_at: str = Field(default="[0.75, 0.9]", sa_column=Column(Text, nullable=False))
+
+
+class SlaClock(SQLModel, table=True):
+    """A ticket's clock for one target, as last worked out from its history (gateway.sla):
+    what lists sort and filter by, and what explains a due time."""
+
+    __tablename__ = "sla_clock"
+    __table_args__ = (UniqueConstraint("ticket_id", "target"),)
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    target: str = Field(max_length=20)
+    contractual: bool
+    minutes: int
+    due_at: datetime | None = Field(default=None, index=True)
+    met_at: datetime | None = None
+    state: str = Field(max_length=12)  # running, paused, met, breached
+    breached: bool = False
+    over_minutes: float = 0.0
+    used: float = 0.0
+    segments: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON
+    ticket_version: int = 0  # the ticket's version it was worked out from
+    computed_at: datetime = Field(default_factory=utcnow)

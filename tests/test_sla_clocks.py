@@ -100,3 +100,56 @@ def test_a_plan_without_a_target_measures_nothing_for_it():
     assert [c.target for c in found] == ["resolution"]
     assert found[0].minutes == 60  # the default priority's target
     assert found[0].state == "breached" and found[0].over_minutes == pytest.approx(60)
+
+
+# ------------------------------------------------------------- stored, through the workflow
+
+
+def test_clocks_through_the_workflow_are_stored_and_explained(parts, monkeypatch, settings):
+    from click.testing import CliRunner
+    from sqlmodel import Session, select, update
+
+    from gateway.cli import main
+    from gateway.sla_clocks import refresh_changed
+    from storage.db import transaction
+    from storage.models import SlaClock, StatusChange, Ticket
+    from storage.tickets import ticket_by_number
+    from tests.test_accounts import ingest
+
+    number = ingest(parts, "outlook-new-request-es.eml").ticket
+    with transaction(parts.engine) as session:
+        ticket = ticket_by_number(session, number)
+        for status, note in (("qualified", ""), ("awaiting_customer", ""),
+                             ("in_progress", ""), ("resolved", "")):
+            parts.workflow.move(session, ticket, status, actor="Ana Ruiz", note=note,
+                                request="El PDF" if status == "awaiting_customer" else None)
+    # The same history on the week written out by hand above: its moments put back in time.
+    moments = [CREATED, *(change.at for change in HISTORY)]
+    with transaction(parts.engine) as session:
+        ticket = ticket_by_number(session, number)
+        session.exec(update(Ticket).where(Ticket.id == ticket.id).values(created_at=CREATED))
+        changes = session.exec(select(StatusChange).where(StatusChange.ticket_id == ticket.id)
+                               .order_by(StatusChange.id)).all()
+        for change, moment in zip(changes, moments, strict=True):
+            change.created_at = moment
+            session.add(change)
+    assert refresh_changed(parts.engine, now=madrid(2026, 12, 4, 9, 0)) == 1
+    with Session(parts.engine) as session:
+        stored = {c.target: c for c in session.exec(select(SlaClock))}
+    # The default plan ("standard", migration 0018): first answer within 240 minutes for a
+    # normal ticket, planning within 480, on the Spanish calendar (split shift in winter).
+    assert set(stored) == {"first_response", "resolution", "qualify", "plan"}
+    first, plan = stored["first_response"], stored["plan"]
+    assert (first.state, first.breached) == ("met", False)
+    assert local(first.met_at) == "Mon 30 09:10"
+    assert (plan.state, local(plan.due_at), round(plan.over_minutes)) == (
+        "breached", "Wed 02 17:50", 220)
+    # Unchanged tickets are left alone; a change brings them back.
+    assert refresh_changed(parts.engine, now=madrid(2026, 12, 4, 9, 0)) == 0
+    # `helpdesk sla explain` says why.
+    monkeypatch.setenv("HELPDESK_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("HELPDESK_VAR_DIR", str(settings.var_dir))
+    result = CliRunner().invoke(main, ["sla", "explain", str(number)])
+    assert result.exit_code == 0, result.output
+    assert "plan (internal): 480 business minutes; breached" in result.output
+    assert "paused        Mon 2026-11-30 10:00 -> Wed 2026-12-02 10:00" in result.output

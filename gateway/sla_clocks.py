@@ -1,0 +1,147 @@
+"""SLA clocks in the database: plans and calendars read into gateway.sla's terms, a ticket's history
+as its clocks see it, and the clocks stored (``sla_clock``) for lists, the API and warnings.
+
+Clocks are worked out from the history, so storing them is a cache kept in step by
+``refresh_changed`` (serve runs it every few seconds): a ticket whose version moved since its
+clocks were stored is worked out again, and so is every open ticket now and then (a clock
+runs on with time, a breach comes without any change to the ticket).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, time, timedelta
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, or_, select
+
+from gateway.business_time import Calendar, Season, Window
+from gateway.sla import FINAL, Change, Clock, Plan, clocks
+from storage.db import transaction
+from storage.models import (
+    Message,
+    Organization,
+    SlaCalendar,
+    SlaClock,
+    SlaPlan,
+    StatusChange,
+    Ticket,
+    aware,
+    utcnow,
+)
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+REFRESH_OPEN_EVERY = timedelta(minutes=1)  # open tickets' clocks are worked out again this often
+
+
+def calendar_of(row: SlaCalendar) -> Calendar:
+    def week(hours: dict[str, list[list[str]]]) -> tuple[tuple[Window, ...], ...]:
+        return tuple(tuple(Window(time.fromisoformat(a), time.fromisoformat(b))
+                           for a, b in hours.get(day, [])) for day in DAYS)
+
+    seasons = tuple(Season(_month_day(s["from"]), _month_day(s["to"]), week(s["hours"]))
+                    for s in json.loads(row.seasons))
+    return Calendar(week(json.loads(row.hours)), timezone=row.timezone, seasons=seasons,
+                    country=row.country, subdivision=row.subdivision,
+                    extra_holidays=frozenset(date.fromisoformat(d)
+                                             for d in json.loads(row.extra_holidays)),
+                    name=row.name)
+
+
+def _month_day(value: str) -> tuple[int, int]:
+    month, day = value.split("-")
+    return int(month), int(day)
+
+
+class Plans:
+    """Plans by name, with their calendars, read once per use (a calendar keeps its days)."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._plans: dict[str, Plan | None] = {}
+        self._calendars: dict[int, Calendar] = {}
+
+    def get(self, name: str) -> Plan | None:
+        if name not in self._plans:
+            row = self._session.exec(select(SlaPlan).where(SlaPlan.name == name)).first()
+            self._plans[name] = None if row is None else Plan(
+                row.name, self._calendar(row.calendar_id), json.loads(row.targets),
+                row.default_priority, tuple(json.loads(row.warn_at)))
+        return self._plans[name]
+
+    def _calendar(self, calendar_id: int) -> Calendar:
+        if calendar_id not in self._calendars:
+            row = self._session.get(SlaCalendar, calendar_id)
+            assert row is not None
+            self._calendars[calendar_id] = calendar_of(row)
+        return self._calendars[calendar_id]
+
+
+def history(session: Session, ticket: Ticket) -> list[Change]:
+    """The status changes and the agents' answers of a ticket, as its clocks see them."""
+    changes = [Change(aware(c.created_at), c.to_status) for c in session.exec(
+        select(StatusChange).where(StatusChange.ticket_id == ticket.id,
+                                   col(StatusChange.from_status).is_not(None)))]
+    changes += [Change(aware(m.created_at), answered=True) for m in session.exec(
+        select(Message).where(Message.ticket_id == ticket.id, Message.channel == "agent",
+                              Message.direction == "out"))]
+    return sorted(changes, key=lambda c: c.at)
+
+
+def ticket_clocks(session: Session, ticket: Ticket, plans: Plans,
+                  now: datetime | None = None) -> list[Clock]:
+    organization = session.get(Organization, ticket.organization_id)
+    plan = plans.get(organization.sla_plan) if organization is not None else None
+    if plan is None or ticket.status == "held":
+        return []
+    changes = history(session, ticket)
+    closed_at = next((c.at for c in reversed(changes) if c.to_status in FINAL), None) \
+        if ticket.status in FINAL else None
+    return clocks(plan, created_at=aware(ticket.created_at), priority=ticket.priority,
+                  history=changes, now=now or utcnow(), closed_at=closed_at)
+
+
+def refresh(session: Session, ticket: Ticket, plans: Plans, now: datetime | None = None,
+            ) -> list[SlaClock]:
+    """Work the ticket's clocks out again and store them (in the caller's transaction)."""
+    assert ticket.id is not None
+    now = now or utcnow()
+    stored = {row.target: row for row in session.exec(
+        select(SlaClock).where(SlaClock.ticket_id == ticket.id))}
+    rows = []
+    for clock in ticket_clocks(session, ticket, plans, now):
+        row = stored.pop(clock.target, None) or SlaClock(
+            ticket_id=ticket.id, target=clock.target, contractual=clock.contractual,
+            minutes=clock.minutes, state=clock.state)
+        row.contractual, row.minutes, row.state = clock.contractual, clock.minutes, clock.state
+        row.due_at, row.met_at, row.breached = clock.due_at, clock.met_at, clock.breached
+        row.over_minutes, row.used = clock.over_minutes, clock.used
+        row.segments = json.dumps([[s.kind, s.start.isoformat(), s.end.isoformat()]
+                                   for s in clock.segments])
+        row.ticket_version, row.computed_at = ticket.version, now
+        session.add(row)
+        rows.append(row)
+    for gone in stored.values():  # a target the plan no longer has
+        session.delete(gone)
+    return rows
+
+
+def refresh_changed(engine: Engine, now: datetime | None = None, limit: int = 500) -> int:
+    """Clocks of the tickets that changed since they were worked out (or never were), and of
+    open tickets not worked out for REFRESH_OPEN_EVERY; how many tickets."""
+    now = now or utcnow()
+    with transaction(engine) as session:
+        stale = (select(SlaClock.ticket_id).where(
+            SlaClock.ticket_id == Ticket.id,
+            or_(col(SlaClock.ticket_version) != Ticket.version,
+                (col(SlaClock.computed_at) < now - REFRESH_OPEN_EVERY)
+                & col(SlaClock.state).in_(["running", "paused"]))).exists())
+        unworked = ~select(SlaClock.id).where(SlaClock.ticket_id == Ticket.id).exists()
+        due = session.exec(select(Ticket).where(
+            col(Ticket.status) != "held",
+            or_(stale, unworked & col(Ticket.status).not_in(list(FINAL))))
+            .order_by(col(Ticket.id)).limit(limit)).all()
+        plans = Plans(session)
+        for ticket in due:
+            refresh(session, ticket, plans, now)
+        return len(due)
