@@ -81,6 +81,13 @@ def rating_received(session: Session, ticket: Ticket) -> None:
         "comment": ticket.rating_comment, "source": ticket.rating_source})
 
 
+def sla_warning(session: Session, ticket: Ticket, target: str, level: str, due_at: str | None,
+                used: float, over_minutes: float) -> None:
+    emit(session, "sla.breached" if level == "breached" else "sla.warning", {
+        "ticket": ticket_data(session, ticket), "target": target, "level": level,
+        "due_at": due_at, "used": round(used, 4), "over_minutes": round(over_minutes, 1)})
+
+
 def contact_verified(session: Session, contact: Contact, decided_by: str) -> None:
     organization = session.get(Organization, contact.organization_id)
     emit(session, "contact.verified", {

@@ -265,7 +265,8 @@ class Service:
         then) are worked out again and stored (gateway.sla_clocks)."""
         while True:
             try:
-                await asyncio.to_thread(refresh_changed, self.parts.engine)
+                await asyncio.to_thread(refresh_changed, self.parts.engine,
+                                        workflow=self.parts.workflow)
             except Exception as exc:
                 if is_unavailable(exc):
                     log.info("SLA clocks wait: %s", describe(exc))

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, or_, select
 
+from gateway import events
 from gateway.business_time import Calendar, Season, Window
 from gateway.sla import FINAL, Change, Clock, Plan, clocks
+from gateway.workflow import Workflow
 from storage.db import transaction
 from storage.models import (
     Message,
@@ -24,6 +28,7 @@ from storage.models import (
     SlaCalendar,
     SlaClock,
     SlaPlan,
+    SlaWarning,
     StatusChange,
     Ticket,
     aware,
@@ -60,6 +65,10 @@ class Plans:
         self._session = session
         self._plans: dict[str, Plan | None] = {}
         self._calendars: dict[int, Calendar] = {}
+
+    def get_for(self, ticket: Ticket, session: Session) -> Plan | None:
+        organization = session.get(Organization, ticket.organization_id)
+        return self.get(organization.sla_plan) if organization is not None else None
 
     def get(self, name: str) -> Plan | None:
         if name not in self._plans:
@@ -102,8 +111,9 @@ def ticket_clocks(session: Session, ticket: Ticket, plans: Plans,
 
 
 def refresh(session: Session, ticket: Ticket, plans: Plans, now: datetime | None = None,
-            ) -> list[SlaClock]:
-    """Work the ticket's clocks out again and store them (in the caller's transaction)."""
+            workflow: Workflow | None = None) -> list[SlaClock]:
+    """Work the ticket's clocks out again and store them (in the caller's transaction); with
+    ``workflow``, give the warnings that are due (warn)."""
     assert ticket.id is not None
     now = now or utcnow()
     stored = {row.target: row for row in session.exec(
@@ -121,12 +131,56 @@ def refresh(session: Session, ticket: Ticket, plans: Plans, now: datetime | None
         row.ticket_version, row.computed_at = ticket.version, now
         session.add(row)
         rows.append(row)
+        if workflow is not None:
+            warn(session, workflow, ticket, clock, plans.get_for(ticket, session))
     for gone in stored.values():  # a target the plan no longer has
         session.delete(gone)
     return rows
 
 
-def refresh_changed(engine: Engine, now: datetime | None = None, limit: int = 500) -> int:
+def warn(session: Session, workflow: Workflow, ticket: Ticket, clock: Clock,
+         plan: Plan | None) -> list[str]:
+    """The warnings this clock has earned and not yet given: each share of its target used
+    (``plan.warn_at``) while it runs, and its breach; each once, to the team only (a mail to
+    the assignee or every agent, and a webhook event). Levels skipped while nobody looked
+    (a clock found past 90 % is warned at 90 % only, and a breached one only as breached)."""
+    if plan is None or clock.state == "met":
+        return []
+    levels = [f"{share:.0%}" for share in plan.warn_at if clock.used >= share]
+    if clock.breached:
+        levels = ["breached"]
+    elif clock.state != "running":
+        return []
+    wanted = levels[-1:]
+    given = []
+    for level in wanted:
+        if _first_time(session, ticket, clock.target, level):
+            due = clock.due_at.isoformat() if clock.due_at else None
+            events.sla_warning(session, ticket, clock.target, level, due, clock.used,
+                               clock.over_minutes)
+            zone = ZoneInfo(plan.calendar.timezone)
+            workflow.alert_team(session, ticket, "team_sla_warning", {
+                "target": clock.target, "level": level, "contractual": clock.contractual,
+                "due_at": clock.due_at.astimezone(zone).strftime("%d/%m/%Y %H:%M")
+                if clock.due_at else "", "over_minutes": round(clock.over_minutes)})
+            given.append(level)
+    return given
+
+
+def _first_time(session: Session, ticket: Ticket, target: str, level: str) -> bool:
+    """Record the warning; False if it was given before (here or by another gateway)."""
+    assert ticket.id is not None
+    try:
+        with session.begin_nested():
+            session.add(SlaWarning(ticket_id=ticket.id, target=target, level=level))
+            session.flush()
+    except IntegrityError:
+        return False
+    return True
+
+
+def refresh_changed(engine: Engine, now: datetime | None = None, limit: int = 500,
+                    workflow: Workflow | None = None) -> int:
     """Clocks of the tickets that changed since they were worked out (or never were), and of
     open tickets not worked out for REFRESH_OPEN_EVERY; how many tickets."""
     now = now or utcnow()
@@ -143,5 +197,5 @@ def refresh_changed(engine: Engine, now: datetime | None = None, limit: int = 50
             .order_by(col(Ticket.id)).limit(limit)).all()
         plans = Plans(session)
         for ticket in due:
-            refresh(session, ticket, plans, now)
+            refresh(session, ticket, plans, now, workflow)
         return len(due)

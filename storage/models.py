@@ -395,7 +395,7 @@ class IdempotentRequest(SQLModel, table=True):
 
 
 WEBHOOK_EVENTS = ("ticket.created", "message.received", "ticket.status_changed",
-                  "rating.received", "contact.verified")
+                  "rating.received", "contact.verified", "sla.warning", "sla.breached")
 
 
 class Webhook(SQLModel, table=True):
@@ -485,3 +485,17 @@ class SlaClock(SQLModel, table=True):
     segments: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON
     ticket_version: int = 0  # the ticket's version it was worked out from
     computed_at: datetime = Field(default_factory=utcnow)
+
+
+class SlaWarning(SQLModel, table=True):
+    """A warning given for a ticket's clock (a share of its target used, or its breach):
+    written with the mail and the webhook event it causes, unique, so it is given once however
+    many gateways look."""
+
+    __tablename__ = "sla_warning"
+    __table_args__ = (UniqueConstraint("ticket_id", "target", "level"),)
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id")
+    target: str = Field(max_length=20)
+    level: str = Field(max_length=12)  # "75%", "90%"..., or "breached"
+    created_at: datetime = Field(default_factory=utcnow)

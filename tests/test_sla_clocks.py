@@ -153,3 +153,84 @@ def test_clocks_through_the_workflow_are_stored_and_explained(parts, monkeypatch
     assert result.exit_code == 0, result.output
     assert "plan (internal): 480 business minutes; breached" in result.output
     assert "paused        Mon 2026-11-30 10:00 -> Wed 2026-12-02 10:00" in result.output
+
+
+def test_warnings_go_to_the_team_once_each_and_never_to_the_customer(parts):
+    import threading
+
+    from sqlmodel import Session, select
+
+    from gateway import webhooks
+    from gateway.sla_clocks import Plans, refresh, ticket_clocks, warn
+    from storage.agents import add_agent
+    from storage.db import make_engine, transaction
+    from storage.models import Notification, SlaWarning, Ticket, WebhookDelivery
+    from tests.test_accounts import ingest
+
+    add_agent(parts.engine, name="Ana Ruiz", email="ana@soporte.example")
+    add_agent(parts.engine, name="Luis Gil", email="luis@soporte.example")
+    webhooks.add(parts.engine, "http://127.0.0.1:9/hooks", ["sla.warning", "sla.breached"])
+    number = ingest(parts, "outlook-new-request-es.eml").ticket
+    with Session(parts.engine) as session:
+        created = session.exec(select(Ticket).where(Ticket.number == number)).one().created_at
+
+    def look(minutes_later: float) -> None:
+        """What serve's look does, at a moment of our choosing: this many business minutes
+        after the ticket came in."""
+        with transaction(parts.engine) as session:
+            ticket = session.exec(select(Ticket).where(Ticket.number == number)).one()
+            plans = Plans(session)
+            at = plans.get_for(ticket, session).calendar.add(created, minutes_later)
+            refresh(session, ticket, plans, at, parts.workflow)
+
+    def given() -> list[tuple[str, str]]:
+        with Session(parts.engine) as session:
+            return [(w.target, w.level) for w in session.exec(
+                select(SlaWarning).order_by(SlaWarning.id))]
+
+    look(61)  # a quarter of the first answer's 240 minutes; qualifying's 60 are past
+    assert ("qualify", "breached") in given() and ("first_response", "75%") not in given()
+    look(190)  # 79 %
+    look(200)
+    assert given().count(("first_response", "75%")) == 1
+    look(230)  # 96 %: the 90 % warning; 75 % is not given again
+    look(250)  # past the due time
+    look(260)
+    first = [level for target, level in given() if target == "first_response"]
+    assert first == ["75%", "90%", "breached"]
+    with Session(parts.engine) as session:
+        mails = session.exec(select(Notification).where(
+            Notification.event == "team_sla_warning")).all()
+        hooks = session.exec(select(WebhookDelivery)).all()
+    assert {m.recipient for m in mails} == {"ana@soporte.example", "luis@soporte.example"}
+    assert len(mails) == 2 * len(given())  # each warning once, to each agent
+    assert sorted({h.event for h in hooks}) == ["sla.breached", "sla.warning"]
+    assert len(hooks) == len(given())
+
+    # Two gateways looking at once: one warning between them.
+    if parts.engine.dialect.name != "postgresql":
+        return
+    engines = [make_engine(parts.settings.database_url) for _ in range(2)]
+    barrier = threading.Barrier(2)
+    results: list[list[str]] = []
+
+    def gateway(engine) -> None:
+        with transaction(engine) as session:
+            ticket = session.exec(select(Ticket).where(Ticket.number == number)).one()
+            plans = Plans(session)
+            clock = next(c for c in ticket_clocks(session, ticket, plans)
+                         if c.target == "resolution")
+            object.__setattr__(clock, "used", 0.8)  # as if 80 % were used
+            barrier.wait(10)
+            results.append(warn(session, parts.workflow, ticket, clock,
+                                plans.get_for(ticket, session)))
+
+    threads = [threading.Thread(target=gateway, args=(e,)) for e in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    for engine in engines:
+        engine.dispose()
+    assert sorted(results) == [[], ["75%"]]
+    assert given().count(("resolution", "75%")) == 1

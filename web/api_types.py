@@ -260,7 +260,8 @@ class WebhookIn(BaseModel):
 
     url: str = Field(min_length=8, max_length=2000, pattern=r"^https?://")
     events: list[Literal["ticket.created", "message.received", "ticket.status_changed",
-                         "rating.received", "contact.verified"]] = Field(
+                         "rating.received", "contact.verified", "sla.warning",
+                         "sla.breached"]] = Field(
         default=[], description="Empty: every event.")
     description: str = Field(default="", max_length=200)
 

@@ -59,6 +59,12 @@ EVENT_SAMPLES: dict[str, dict[str, Any]] = {
         "status": "resolved", "organization_name": "Ferretería López S.L.", "stars": 2,
         "comment": "Tardasteis una semana en contestar.",
         "console_url": "http://127.0.0.1:8000/team/tickets/1042"},
+    "team_sla_warning": {
+        "number": 1042, "subject": "Error al generar la factura de noviembre",
+        "status": "in_progress", "organization_name": "Ferretería López S.L.",
+        "target": "first_response", "level": "90%", "contractual": True,
+        "due_at": "01/12/2026 10:20", "over_minutes": 0,
+        "console_url": "http://127.0.0.1:8000/team/tickets/1042"},
     "team_verification": {
         "person_name": "Pedro Ruiz", "person_email": "pedro.ruiz@ferreteria-lopez.es",
         "organization_name": "Ferretería López S.L.", "approved": True,
@@ -71,7 +77,8 @@ EVENT_SAMPLES: dict[str, dict[str, Any]] = {
 # Mails that belong to no ticket of the customer's: no [#NUMBER] tag, no ticket link (the
 # team's mails name their ticket, but carry no reply address of it).
 WITHOUT_TICKET = frozenset({"refused_sender", "verification_request", "set_password",
-                            "team_customer_replied", "team_low_rating", "team_verification"})
+                            "team_customer_replied", "team_low_rating", "team_verification",
+                            "team_sla_warning"})
 
 
 def events() -> list[str]:

@@ -1,4 +1,5 @@
-"""SLA: calendars, plans, and each ticket's clocks as last worked out; a default calendar
+"""SLA: calendars, plans, each ticket's clocks as last worked out and the warnings given; a
+default calendar
 (Spain, Europe/Madrid, 9:00-14:00 and 15:30-18:30 on weekdays, 8:00-15:00 from 15 June to
 15 September) and plan "standard", the one organizations name by default
 
@@ -81,6 +82,17 @@ def upgrade() -> None:
         sa.UniqueConstraint("ticket_id", "target"),
     )
     op.create_index(op.f("ix_sla_clock_ticket_id"), "sla_clock", ["ticket_id"])
+    op.create_table(
+        "sla_warning",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("ticket_id", sa.Integer(), nullable=False),
+        sa.Column("target", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
+        sa.Column("level", sqlmodel.sql.sqltypes.AutoString(length=12), nullable=False),
+        sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(["ticket_id"], ["ticket.id"]),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("ticket_id", "target", "level"),
+    )
     op.create_index(op.f("ix_sla_clock_due_at"), "sla_clock", ["due_at"])
     # No ids given: PostgreSQL's sequences then stay in step with the rows.
     op.bulk_insert(calendar, [{"name": "spain", "timezone": "Europe/Madrid", "country": "ES",
@@ -93,6 +105,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("sla_warning")
     op.drop_index(op.f("ix_sla_clock_due_at"), table_name="sla_clock")
     op.drop_index(op.f("ix_sla_clock_ticket_id"), table_name="sla_clock")
     op.drop_table("sla_clock")
