@@ -20,8 +20,10 @@ from storage.models import (
     Message,
     Notification,
     Organization,
+    SlaClock,
     StatusChange,
     Ticket,
+    aware,
 )
 
 
@@ -44,22 +46,38 @@ class FoundTicket:
     ticket: Ticket
     organization: Organization
     requester: Contact
+    due_at: datetime | None = None  # the soonest due time of its running SLA clocks
 
 
 def find_tickets(session: Session, wanted: TicketFilter, *, limit: int = 50,
-                 before: tuple[datetime, int] | None = None) -> list[FoundTicket]:
-    """Tickets matching every filter, the most recently updated first; ``before`` is where the
-    previous page ended (its last ticket's update time and id), for cursor pagination."""
-    query = _filtered(select(Ticket, Organization, Contact)
+                 before: tuple[datetime, int] | None = None,
+                 sort: str = "updated") -> list[FoundTicket]:
+    """Tickets matching every filter: the most recently updated first, or (``sort="due"``)
+    those with an SLA clock running, the soonest due first (their next due time on
+    ``FoundTicket.due_at``). ``before`` is where the previous page ended (its last ticket's
+    update or due time, and id), for cursor pagination."""
+    due = (select(SlaClock.ticket_id, func.min(SlaClock.due_at).label("due_at"))
+           .where(SlaClock.state == "running").group_by(col(SlaClock.ticket_id)).subquery())
+    query = _filtered(select(Ticket, Organization, Contact, due.c.due_at)
                       .join(Organization, col(Organization.id) == Ticket.organization_id)
-                      .join(Contact, col(Contact.id) == Ticket.requester_id), wanted)
-    if before is not None:
-        moment, ticket_id = before
-        query = query.where(or_(col(Ticket.updated_at) < moment,
-                                (col(Ticket.updated_at) == moment) & (col(Ticket.id) < ticket_id)))
-    query = query.order_by(col(Ticket.updated_at).desc(), col(Ticket.id).desc()).limit(limit)
-    return [FoundTicket(ticket, organization, requester)
-            for ticket, organization, requester in session.exec(query)]
+                      .join(Contact, col(Contact.id) == Ticket.requester_id)
+                      .join(due, due.c.ticket_id == Ticket.id, isouter=sort != "due"), wanted)
+    if sort == "due":
+        if before is not None:
+            moment, ticket_id = before
+            query = query.where(or_(due.c.due_at > moment,
+                                    (due.c.due_at == moment) & (col(Ticket.id) > ticket_id)))
+        query = query.order_by(due.c.due_at, col(Ticket.id))
+    else:
+        if before is not None:
+            moment, ticket_id = before
+            query = query.where(or_(col(Ticket.updated_at) < moment,
+                                    (col(Ticket.updated_at) == moment)
+                                    & (col(Ticket.id) < ticket_id)))
+        query = query.order_by(col(Ticket.updated_at).desc(), col(Ticket.id).desc())
+    return [FoundTicket(ticket, organization, requester,
+                        aware(due_at) if due_at is not None else None)
+            for ticket, organization, requester, due_at in session.exec(query.limit(limit))]
 
 
 def count_tickets(session: Session, wanted: TicketFilter) -> int:

@@ -403,3 +403,34 @@ def test_an_answer_with_files_is_mailed_with_them_attached_and_kept_on_the_ticke
         replies = session.exec(select(Notification).where(
             Notification.event == "agent_reply")).all()
     assert len(replies) == 1
+
+
+def test_tickets_sort_by_their_sla_due_time_and_a_ticket_explains_its_clocks(api, parts):
+    from gateway.sla_clocks import refresh_changed
+
+    numbers = new_tickets(parts, 3)
+    api.patch(f"/api/v1/tickets/{numbers[1]}", json={"priority": "urgent"})
+    api.post(f"/api/v1/tickets/{numbers[2]}/status",
+             json={"status": "awaiting_customer", "request": "El PDF"})  # its clocks stand
+    assert refresh_changed(parts.engine) == 3
+    seen, cursor = [], None
+    while True:
+        page = api.get("/api/v1/tickets", params={"sort": "due", "limit": 1,
+                                                  **({"cursor": cursor} if cursor else {})})
+        assert page.status_code == 200, page.text
+        seen += [(i["number"], i["sla_due_at"]) for i in page.json()["items"]]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    # The urgent one first; the one awaiting the customer has no clock running: not listed.
+    assert [n for n, _ in seen] == [numbers[1], numbers[0]]
+    assert seen[0][1] < seen[1][1]
+    detail = api.get(f"/api/v1/tickets/{numbers[1]}").json()
+    clocks = {c["target"]: c for c in detail["sla"]}
+    assert set(clocks) == {"first_response", "resolution", "qualify", "plan"}
+    assert clocks["first_response"]["minutes"] == 30 and clocks["first_response"]["contractual"]
+    assert clocks["qualify"]["contractual"] is False
+    assert clocks["first_response"]["segments"][0]["kind"] in ("running", "outside_hours",
+                                                               "holiday")
+    paused = {c["target"]: c for c in api.get(f"/api/v1/tickets/{numbers[2]}").json()["sla"]}
+    assert paused["resolution"]["state"] == "paused" and paused["resolution"]["due_at"] is None

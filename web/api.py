@@ -14,7 +14,7 @@ command line and the customer area (gateway.workflow).
 # them names local to create_api.
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import (
     Depends,
@@ -38,6 +38,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import team, webhooks
 from gateway.inbound.attachments import DEFAULT_MAX_SIZE
+from gateway.sla import Clock
+from gateway.sla_clocks import Plans, ticket_clocks
 from gateway.team import Actor, StaleTicket, TeamError
 from gateway.uploads import MAX_FILES, Upload, check_and_store
 from gateway.workflow import TransitionError, Workflow
@@ -197,6 +199,9 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore,
         created_from: datetime | None = None, created_to: datetime | None = None,
         updated_from: datetime | None = None, updated_to: datetime | None = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        sort: Annotated[Literal["updated", "due"], Query(
+            description="updated: the most recently updated first; due: the tickets with an "
+                        "SLA clock running, the soonest due first.")] = "updated",
         cursor: Annotated[str | None, Query(
             pattern=r"^[0-9]{1,16}\.[0-9]{1,12}$",
             description="The `next_cursor` of the page before.")] = None,
@@ -208,14 +213,15 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore,
                               created_to=created_to, updated_from=updated_from,
                               updated_to=updated_to)
         with Session(engine) as session:
-            found = find_tickets(session, wanted, limit=limit + 1, before=_cursor(cursor))
+            found = find_tickets(session, wanted, limit=limit + 1, before=_cursor(cursor),
+                                 sort=sort)
             agents = _agents(session, [row.ticket.assignee_id for row in found])
             applications = _applications(session, [row.ticket.application_id for row in found])
         page = found[:limit]
         more = len(found) > limit
         return out.TicketList(
             items=[_summary(row, agents, applications) for row in page],
-            next_cursor=_cursor_of(page[-1].ticket) if more and page else None)
+            next_cursor=_cursor_of(page[-1], sort) if more and page else None)
 
     @api.get("/v1/tickets/{number}", response_model=out.TicketDetail, tags=["tickets"])
     def read_ticket(number: Number, actor: Agent_, request: Request,
@@ -228,9 +234,14 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore,
                 raise ApiProblem(404, "No such ticket", f"no ticket {number}")
             agents = _agents(session, [record.ticket.assignee_id])
             applications = _applications(session, [record.ticket.application_id])
+            sla = ticket_clocks(session, record.ticket, Plans(session))
         response.headers["ETag"] = f'"{record.ticket.version}"'
-        return _detail(record, agents, applications,
-                       f"{request.scope.get('root_path', '')}/v1/tickets/{number}/files")
+        detail = _detail(record, agents, applications,
+                         f"{request.scope.get('root_path', '')}/v1/tickets/{number}/files")
+        detail.sla = [_clock(clock) for clock in sla]
+        running = [c.due_at for c in sla if c.state == "running" and c.due_at is not None]
+        detail.sla_due_at = min(running) if running else None
+        return detail
 
     @api.get("/v1/tickets/{number}/files/{file_id}", tags=["tickets"],
              response_class=FileResponse,
@@ -514,6 +525,15 @@ def _version(if_match: str | None) -> int | None:
     return int(value)
 
 
+def _clock(clock: Clock) -> out.ClockOut:
+    return out.ClockOut(
+        target=clock.target, contractual=clock.contractual, minutes=clock.minutes,
+        state=clock.state, due_at=clock.due_at, met_at=clock.met_at, breached=clock.breached,
+        over_minutes=round(clock.over_minutes, 2), used=round(clock.used, 4),
+        segments=[out.SegmentOut(kind=s.kind, start=s.start, end=s.end,
+                                 minutes=round(s.minutes, 2)) for s in clock.segments])
+
+
 def _agent(agent: Agent) -> out.AgentOut:
     assert agent.id is not None
     return out.AgentOut(id=agent.id, name=agent.name, email=agent.email, role=agent.role,
@@ -534,9 +554,10 @@ def _contact(contact: Contact, organization: Organization) -> out.ContactOut:
                           state=contact.state, active=contact.active)
 
 
-def _cursor_of(ticket: Ticket) -> str:
-    """Where a page ended: its last ticket's update time (µs since 1970) and id."""
-    moment = aware(ticket.updated_at)
+def _cursor_of(row: FoundTicket, sort: str) -> str:
+    """Where a page ended: its last ticket's update (or due) time, µs since 1970, and id."""
+    ticket = row.ticket
+    moment = row.due_at if sort == "due" and row.due_at is not None else aware(ticket.updated_at)
     micros = (moment - EPOCH) // timedelta(microseconds=1)
     return f"{micros}.{ticket.id}"
 
@@ -580,6 +601,7 @@ def _summary(row: FoundTicket | TicketRecord, agents: dict[int, Agent],
         "assignee": out.Person(name=assignee.name, email=assignee.email) if assignee else None,
         "rating": ticket.rating, "created_at": aware(ticket.created_at),
         "updated_at": aware(ticket.updated_at), "version": ticket.version,
+        "sla_due_at": getattr(row, "due_at", None),
     }
 
 

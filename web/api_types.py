@@ -50,6 +50,9 @@ class TicketSummary(BaseModel):
     updated_at: datetime
     version: int = Field(description="Changes with every change of the ticket: send it back "
                                      "as If-Match so as not to overwrite a change unseen.")
+    sla_due_at: datetime | None = Field(
+        default=None, description="The soonest due time of its running SLA clocks (as last "
+                                  "worked out, within seconds).")
 
 
 class TicketList(BaseModel):
@@ -103,8 +106,29 @@ class NotificationOut(BaseModel):
     sent_at: datetime | None
 
 
+class SegmentOut(BaseModel):
+    kind: Literal["running", "paused", "outside_hours", "holiday"]
+    start: datetime
+    end: datetime
+    minutes: float
+
+
+class ClockOut(BaseModel):
+    target: Literal["first_response", "resolution", "qualify", "plan"]
+    contractual: bool = Field(description="False: one of the team's internal targets.")
+    minutes: int = Field(description="The target, in business minutes.")
+    state: Literal["running", "paused", "met", "breached"]
+    due_at: datetime | None = Field(description="None while paused.")
+    met_at: datetime | None
+    breached: bool
+    over_minutes: float
+    used: float = Field(description="Share of the target used (1 = all).")
+    segments: list[SegmentOut] = Field(description="Why the due time is what it is.")
+
+
 class TicketDetail(TicketSummary):
     rating_comment: str | None
+    sla: list[ClockOut] = Field(default=[], description="Its SLA clocks, worked out now.")
     messages: list[MessageOut]
     files: list[FileOut]
     history: list[HistoryEntry]
