@@ -234,3 +234,19 @@ def test_warnings_go_to_the_team_once_each_and_never_to_the_customer(parts):
         engine.dispose()
     assert sorted(results) == [[], ["75%"]]
     assert given().count(("resolution", "75%")) == 1
+
+
+def test_the_customer_sees_the_contractual_targets_only_in_their_language(parts, settings):
+    from tests.test_accounts import ingest
+    from tests.test_api import TestClient
+    from tests.test_customer_area import log_in
+    from web.app import create_app
+
+    number = ingest(parts, "outlook-new-request-es.eml").ticket
+    with TestClient(create_app(settings, parts.engine, parts.workflow)) as customer:
+        log_in(customer)
+        page = customer.get(f"/tickets/{number}").text
+    assert "Nuestro compromiso de servicio" in page
+    assert 'data-target="first_response"' in page and 'data-target="resolution"' in page
+    assert 'data-target="qualify"' not in page and 'data-target="plan"' not in page
+    assert "Primera respuesta" in page and "antes del" in page

@@ -19,6 +19,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 
 from gateway import customer_requests
 from gateway.ratings import RATEABLE_STATUSES, is_final
+from gateway.sla_clocks import Plans, ticket_clocks
 from gateway.workflow import reopenable
 from storage.db import transaction
 from storage.models import (
@@ -124,6 +125,9 @@ def _detail(request: Request, number: int, *, answer: str = "", errors: dict | N
             .order_by(col(Notification.created_at), col(Notification.id))).all()
         authors = {c.id: c for c in session.exec(select(Contact).where(col(Contact.id).in_(
             {m.author_contact_id for m in messages if m.author_contact_id})))}
+        # The customer sees the contractual targets of their SLA, never the team's internal.
+        service = [clock for clock in ticket_clocks(session, ticket, Plans(session))
+                   if clock.contractual]
     by_message: dict[int, list[Attachment]] = {}
     for item in files:
         by_message.setdefault(item.message_id, []).append(item)
@@ -140,7 +144,7 @@ def _detail(request: Request, number: int, *, answer: str = "", errors: dict | N
         "rateable": ticket.status in RATEABLE_STATUSES, "rating_final": is_final(ticket),
         "can_answer": reopenable(ticket, settings.reopen_days) and ticket.status != "held",
         "answer": answer, "errors": errors or {}, "refused": refused or [],
-        "kept": kept or [], "max_size": settings.max_attachment_size,
+        "kept": kept or [], "max_size": settings.max_attachment_size, "service": service,
     }
     return pages.render(request, "ticket.html", context, status_code=status_code)
 
