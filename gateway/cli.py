@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import dataclasses
 import json
 import logging
 import mailbox
 import sys
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -27,6 +28,7 @@ from gateway.ratings import queue_reminders
 from gateway.service import Parts, build, run_forever
 from gateway.settings import Settings
 from gateway.sla_clocks import Plans, ticket_clocks
+from gateway.sla_report import report
 from gateway.verification import decide, pending_request_of
 from gateway.workflow import TransitionError
 from storage import inbound, queues, sessions
@@ -695,6 +697,53 @@ def sla_explain(ctx: click.Context, number: int) -> None:
         for segment in clock.segments:
             click.echo(f"  {segment.kind:<13} {when(segment.start)} -> {when(segment.end)}  "
                        f"{segment.minutes:.0f} min")
+
+
+@sla.command("report")
+@click.option("--from", "since", type=click.DateTime(["%Y-%m-%d"]), required=True,
+              help="First day of the period.")
+@click.option("--to", "until", type=click.DateTime(["%Y-%m-%d"]), required=True,
+              help="Day after the period (not included).")
+@click.option("--org", "organization", default=None, help="One organization's code.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV rows instead of a table.")
+@click.pass_context
+def sla_report(ctx: click.Context, since: datetime, until: datetime, organization: str | None,
+               as_csv: bool) -> None:
+    """Per organization and target: tickets opened in the period, met, breached, median and
+    p90 business minutes; and the ratings given in the period."""
+    parts = _parts(ctx)
+    with transaction(parts.engine, write=False) as session:
+        found = report(session, since.replace(tzinfo=UTC), until.replace(tzinfo=UTC),
+                       organization)
+    if as_csv:
+        out = csv.writer(sys.stdout)
+        out.writerow(["organization", "target", "contractual", "tickets", "met", "breached",
+                      "median_minutes", "p90_minutes"])
+        for row in found.targets:
+            out.writerow([row.organization, row.target, row.contractual, row.tickets, row.met,
+                          row.breached, row.median, row.p90])
+        out.writerow([])
+        out.writerow(["organization", "ratings", "average", "1", "2", "3", "4", "5"])
+        for rated in found.ratings:
+            out.writerow([rated.organization, rated.count, rated.average,
+                          *(rated.stars[n] for n in range(1, 6))])
+        return
+    click.echo(f"SLA report {since:%Y-%m-%d} to {until:%Y-%m-%d} (not included)")
+    click.echo(f"{'org':<10} {'target':<15} {'kind':<11} {'tickets':>7} {'met':>5} "
+               f"{'breached':>8} {'median':>8} {'p90':>8}")
+    for row in found.targets:
+        kind = "contract" if row.contractual else "internal"
+        click.echo(f"{row.organization:<10} {row.target:<15} {kind:<11} {row.tickets:>7} "
+                   f"{row.met:>5} {row.breached:>8} {_minutes(row.median):>8} "
+                   f"{_minutes(row.p90):>8}")
+    for rated in found.ratings:
+        spread = " ".join(f"{n}*:{rated.stars[n]}" for n in range(1, 6))
+        click.echo(f"ratings {rated.organization}: {rated.count}, average {rated.average}, "
+                   f"{spread}")
+
+
+def _minutes(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 @main.group()

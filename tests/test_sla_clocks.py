@@ -250,3 +250,65 @@ def test_the_customer_sees_the_contractual_targets_only_in_their_language(parts,
     assert 'data-target="first_response"' in page and 'data-target="resolution"' in page
     assert 'data-target="qualify"' not in page and 'data-target="plan"' not in page
     assert "Primera respuesta" in page and "antes del" in page
+
+
+def test_the_report_of_a_small_period_worked_out_by_hand(parts, settings, monkeypatch):
+    from click.testing import CliRunner
+    from sqlmodel import Session, select, update
+
+    from gateway.cli import main
+    from gateway.sla_report import report
+    from storage.db import transaction
+    from storage.models import StatusChange, Ticket
+    from storage.tickets import ticket_by_number
+    from tests.test_accounts import ingest
+    from tests.test_api import _fresh
+
+    # A: the week above (answered in 50 minutes, planned late: resolved after 700 minutes of
+    # working time); B: opened at the same moment and left alone. Looked at on Friday 4
+    # December at 9:00.
+    a = ingest(parts, "outlook-new-request-es.eml", raw=_fresh("outlook-new-request-es.eml",
+                                                               1)).ticket
+    b = ingest(parts, "outlook-new-request-es.eml", raw=_fresh("outlook-new-request-es.eml",
+                                                               2)).ticket
+    with transaction(parts.engine) as session:
+        ticket = ticket_by_number(session, a)
+        for status in ("qualified", "awaiting_customer", "in_progress", "resolved"):
+            parts.workflow.move(session, ticket, status, actor="Ana Ruiz",
+                                request="El PDF" if status == "awaiting_customer" else None)
+    with transaction(parts.engine) as session:
+        for number, stars in ((a, 5), (b, 2)):
+            ticket = ticket_by_number(session, number)
+            session.exec(update(Ticket).where(Ticket.id == ticket.id).values(
+                created_at=CREATED, rating=stars, rated_at=madrid(2026, 11, 27, 20, 0)))
+        changes = session.exec(select(StatusChange).where(
+            StatusChange.ticket_id == ticket_by_number(session, a).id)
+            .order_by(StatusChange.id)).all()
+        for change, moment in zip(changes, [CREATED, *(c.at for c in HISTORY)], strict=True):
+            change.created_at = moment
+            session.add(change)
+    with Session(parts.engine) as session:
+        found = report(session, madrid(2026, 11, 27, 0, 0), madrid(2026, 11, 28, 0, 0),
+                       now=madrid(2026, 12, 4, 9, 0))
+    rows = {(r.organization, r.target): (r.tickets, r.met, r.breached, r.median, r.p90)
+            for r in found.targets}
+    assert rows == {("C0001", "first_response"): (2, 1, 1, 50.0, 50.0),
+                    ("C0001", "resolution"): (2, 1, 0, 700.0, 700.0),
+                    ("C0001", "qualify"): (2, 1, 1, 50.0, 50.0),
+                    ("C0001", "plan"): (2, 0, 2, 700.0, 700.0)}
+    (ratings,) = found.ratings
+    assert (ratings.count, ratings.average, ratings.stars) == (
+        2, 3.5, {1: 0, 2: 1, 3: 0, 4: 0, 5: 1})
+    # Nothing outside the period.
+    with Session(parts.engine) as session:
+        assert report(session, madrid(2026, 11, 28, 0, 0), madrid(2026, 11, 29, 0, 0)
+                      ).targets == []
+    monkeypatch.setenv("HELPDESK_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("HELPDESK_VAR_DIR", str(settings.var_dir))
+    result = CliRunner().invoke(main, ["sla", "report", "--from", "2026-11-27", "--to",
+                                       "2026-11-28", "--csv"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("organization,target,contractual,tickets,met,breached")
+    assert lines[1].startswith("C0001,first_response,True,2,1,")
+    assert "C0001,2,3.5,0,1,0,0,1" in lines

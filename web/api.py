@@ -40,6 +40,7 @@ from gateway import team, webhooks
 from gateway.inbound.attachments import DEFAULT_MAX_SIZE
 from gateway.sla import Clock
 from gateway.sla_clocks import Plans, ticket_clocks
+from gateway.sla_report import report
 from gateway.team import Actor, StaleTicket, TeamError
 from gateway.uploads import MAX_FILES, Upload, check_and_store
 from gateway.workflow import TransitionError, Workflow
@@ -434,6 +435,27 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore,
         return out.PendingContactOut(contact=_contact_by_id(person_id), ticket=number,
                                      managers_asked=asked)
 
+    @api.get("/v1/sla/report", response_model=out.SlaReport, tags=["sla"])
+    def sla_report(actor: Agent_, since: Annotated[datetime, Query(alias="from")],
+                   until: Annotated[datetime, Query(alias="to")],
+                   organization: Annotated[str | None, Query(max_length=32)] = None,
+                   ) -> out.SlaReport:
+        """Per organization and target: tickets opened in the period, met, breached, median
+        and p90 business minutes taken; the ratings given in the period."""
+        since, until = _aware_utc(since), _aware_utc(until)
+        with Session(engine) as session:
+            found = report(session, since, until, organization)
+        return out.SlaReport(
+            since=since, until=until,
+            targets=[out.TargetReport(
+                organization=r.organization, target=r.target, contractual=r.contractual,
+                tickets=r.tickets, met=r.met, breached=r.breached, median_minutes=r.median,
+                p90_minutes=r.p90) for r in found.targets],
+            ratings=[out.RatingsReport(organization=r.organization, count=r.count,
+                                       average=r.average,
+                                       stars={str(n): r.stars[n] for n in range(1, 6)})
+                     for r in found.ratings])
+
     # ------------------------------------------------------------------ admins
 
     @api.get("/v1/agents", response_model=list[out.AgentOut], tags=["team"])
@@ -523,6 +545,10 @@ def _version(if_match: str | None) -> int | None:
     if not value.isdigit():
         raise ApiProblem(412, "The ticket changed", f"If-Match {if_match!r} names no version")
     return int(value)
+
+
+def _aware_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _clock(clock: Clock) -> out.ClockOut:

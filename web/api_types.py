@@ -312,3 +312,28 @@ class DeliveryOut(BaseModel):
     last_error: str | None
     created_at: datetime
     delivered_at: datetime | None
+
+
+class TargetReport(BaseModel):
+    organization: str
+    target: Literal["first_response", "resolution", "qualify", "plan"]
+    contractual: bool
+    tickets: int
+    met: int
+    breached: int
+    median_minutes: float | None
+    p90_minutes: float | None
+
+
+class RatingsReport(BaseModel):
+    organization: str
+    count: int
+    average: float | None
+    stars: dict[str, int] = Field(description="How many of each, \"1\" to \"5\".")
+
+
+class SlaReport(BaseModel):
+    since: datetime
+    until: datetime
+    targets: list[TargetReport]
+    ratings: list[RatingsReport]
