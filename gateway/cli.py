@@ -16,6 +16,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import click
+from sqlmodel import select
 
 from gateway import logs, webhooks
 from gateway.accounts import guessable_for, queue_password_link
@@ -27,7 +28,7 @@ from gateway.outbound.render import to_bytes
 from gateway.ratings import queue_reminders
 from gateway.service import Parts, build, run_forever
 from gateway.settings import Settings
-from gateway.sla_clocks import Plans, ticket_clocks
+from gateway.sla_clocks import Plans, save_calendar, save_plan, ticket_clocks
 from gateway.sla_report import report
 from gateway.verification import decide, pending_request_of
 from gateway.workflow import TransitionError
@@ -47,10 +48,12 @@ from storage.directory import (
 from storage.migrate import upgrade
 from storage.models import (
     AGENT_ROLES,
+    PRIORITIES,
     WEBHOOK_EVENTS,
     InboundMessage,
     Notification,
     Organization,
+    SlaPlan,
     aware,
 )
 from storage.team import TicketFilter, find_tickets, ticket_record
@@ -245,6 +248,24 @@ def org_add(ctx: click.Context, code: str, tax_id: str, name: str,
     with _told(DirectoryError):
         add_organization(parts.engine, code=code, tax_id=tax_id, name=name, domains=list(domains))
     click.echo(f"organization {code} added")
+
+
+@org.command("plan")
+@click.argument("code")
+@click.argument("plan")
+@click.pass_context
+def org_plan(ctx: click.Context, code: str, plan: str) -> None:
+    """Put an organization on an SLA plan (`helpdesk sla plan`)."""
+    parts = _parts(ctx)
+    with transaction(parts.engine) as session:
+        found = session.exec(select(Organization).where(Organization.code == code)).first()
+        if found is None:
+            raise click.ClickException(f"no organization with code {code}")
+        if session.exec(select(SlaPlan).where(SlaPlan.name == plan)).first() is None:
+            raise click.ClickException(f"no SLA plan {plan!r}")
+        found.sla_plan = plan
+        session.add(found)
+    click.echo(f"organization {code} is on plan {plan}")
 
 
 @main.group()
@@ -697,6 +718,65 @@ def sla_explain(ctx: click.Context, number: int) -> None:
         for segment in clock.segments:
             click.echo(f"  {segment.kind:<13} {when(segment.start)} -> {when(segment.end)}  "
                        f"{segment.minutes:.0f} min")
+
+
+@sla.command("calendar")
+@click.argument("name")
+@click.option("--hours", required=True, help='Working windows: "09:00-14:00,15:30-18:30".')
+@click.option("--days", default="mon-fri", show_default=True, help='"mon-fri" or "mon,tue,thu".')
+@click.option("--season", "seasons", multiple=True,
+              help='Hours of their own between two dates of every year: '
+                   '"06-15:09-15=08:00-15:00" (repeat for several).')
+@click.option("--timezone", default="Europe/Madrid", show_default=True)
+@click.option("--country", default="ES", show_default=True,
+              help='Public holidays of this country ("" for none).')
+@click.option("--region", default=None, help='And of this region: "AR", "MD", "CT"...')
+@click.option("--holiday", "extra", multiple=True, help="An extra date: 2026-01-29.")
+@click.pass_context
+def sla_calendar(ctx: click.Context, name: str, hours: str, days: str, seasons: tuple[str, ...],
+                 timezone: str, country: str, region: str | None, extra: tuple[str, ...]) -> None:
+    """Add or replace a working-hours calendar of the SLA clocks."""
+    parts = _parts(ctx)
+    parsed = []
+    for season in seasons:
+        span, _, season_hours = season.partition("=")
+        start, _, end = span.partition(":")
+        parsed.append((start, end, season_hours))
+    with _told(ValueError, KeyError, NotImplementedError):
+        save_calendar(parts.engine, name, hours=hours, days=days, seasons=parsed,
+                      timezone=timezone, country=country or None, subdivision=region,
+                      extra=list(extra))
+    click.echo(f"calendar {name} saved")
+
+
+@sla.command("plan")
+@click.argument("name")
+@click.option("--calendar", required=True)
+@click.option("--target", "targets", multiple=True, required=True,
+              help='"first_response:urgent=30,high=60,normal=240,low=480" (repeat per target: '
+                   "first_response, resolution, qualify, plan; business minutes).")
+@click.option("--default-priority", type=click.Choice(list(PRIORITIES)), default="normal",
+              show_default=True)
+@click.option("--warn-at", default="0.75,0.9", show_default=True,
+              help="Shares of a target used at which the team is warned.")
+@click.pass_context
+def sla_plan(ctx: click.Context, name: str, calendar: str, targets: tuple[str, ...],
+             default_priority: str, warn_at: str) -> None:
+    """Add or replace an SLA plan (organizations name it: `helpdesk org plan`)."""
+    parsed: dict[str, dict[str, int]] = {}
+    try:
+        for spec in targets:
+            target, _, values = spec.partition(":")
+            parsed[target.strip()] = {p.strip(): int(m) for p, m in
+                                      (pair.split("=") for pair in values.split(","))}
+        shares = [float(v) for v in warn_at.split(",") if v.strip()]
+    except ValueError as exc:
+        raise click.BadParameter(f"cannot read {exc}") from exc
+    parts = _parts(ctx)
+    with _told(ValueError):
+        save_plan(parts.engine, name, calendar=calendar, targets=parsed,
+                  default_priority=default_priority, warn_at=shares)
+    click.echo(f"plan {name} saved")
 
 
 @sla.command("report")

@@ -20,6 +20,7 @@ from sqlmodel import Session, col, or_, select
 from gateway import events
 from gateway.business_time import Calendar, Season, Window
 from gateway.sla import FINAL, Change, Clock, Plan, clocks
+from gateway.sla import TARGETS as TARGET_NAMES
 from gateway.workflow import Workflow
 from storage.db import transaction
 from storage.models import (
@@ -199,3 +200,69 @@ def refresh_changed(engine: Engine, now: datetime | None = None, limit: int = 50
         for ticket in due:
             refresh(session, ticket, plans, now, workflow)
         return len(due)
+
+
+# ---------------------------------------------------------------------- set-up (the CLI)
+
+
+def parse_hours(spec: str) -> list[list[str]]:
+    """``"09:00-14:00,15:30-18:30"`` → ``[["09:00", "14:00"], ["15:30", "18:30"]]``
+    (checked: each window must end after it starts)."""
+    windows = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        start, _, end = part.partition("-")
+        window = Window(time.fromisoformat(start.strip()), time.fromisoformat(end.strip()))
+        windows.append([window.start.strftime("%H:%M"), window.end.strftime("%H:%M")])
+    return windows
+
+
+def save_calendar(engine: Engine, name: str, *, hours: str, days: str = "mon-fri",
+                  seasons: list[tuple[str, str, str]] = (), timezone: str = "Europe/Madrid",
+                  country: str | None = "ES", subdivision: str | None = None,
+                  extra: list[str] = ()) -> SlaCalendar:
+    """Add or replace a calendar: the same ``hours`` on ``days`` ("mon-fri", "mon-sat" or a
+    list "mon,tue,thu"), ``seasons`` as (from "MM-DD", to "MM-DD", hours), holidays of a
+    country and region, extra dates. Checked by building it (an error says what is wrong)."""
+    chosen = _days(days)
+    week = {day: parse_hours(hours) for day in chosen}
+    season_rows = [{"from": a, "to": b, "hours": {day: parse_hours(h) for day in chosen}}
+                   for a, b, h in seasons]
+    row = SlaCalendar(name=name, timezone=timezone, country=country, subdivision=subdivision,
+                      hours=json.dumps(week), seasons=json.dumps(season_rows),
+                      extra_holidays=json.dumps(sorted(date.fromisoformat(d).isoformat()
+                                                       for d in extra)))
+    calendar_of(row).is_holiday(date.today())  # the zone, country and region exist
+    with transaction(engine) as session:
+        existing = session.exec(select(SlaCalendar).where(SlaCalendar.name == name)).first()
+        if existing is not None:
+            for column in ("timezone", "country", "subdivision", "hours", "seasons",
+                           "extra_holidays"):
+                setattr(existing, column, getattr(row, column))
+            row = existing
+        session.add(row)
+        return row
+
+
+def save_plan(engine: Engine, name: str, *, calendar: str, targets: dict[str, dict[str, int]],
+              default_priority: str = "normal", warn_at: list[float] = (0.75, 0.9)) -> SlaPlan:
+    """Add or replace a plan on a calendar (by name)."""
+    unknown = set(targets) - set(TARGET_NAMES)
+    if unknown:
+        raise ValueError(f"unknown target {sorted(unknown)[0]!r}: {', '.join(TARGET_NAMES)}")
+    with transaction(engine) as session:
+        found = session.exec(select(SlaCalendar).where(SlaCalendar.name == calendar)).first()
+        if found is None or found.id is None:
+            raise ValueError(f"no calendar {calendar!r}")
+        row = session.exec(select(SlaPlan).where(SlaPlan.name == name)).first() or SlaPlan(
+            name=name, calendar_id=found.id, targets="{}")
+        row.calendar_id, row.default_priority = found.id, default_priority
+        row.targets, row.warn_at = json.dumps(targets), json.dumps(sorted(warn_at))
+        session.add(row)
+        return row
+
+
+def _days(spec: str) -> list[str]:
+    if "-" in spec and "," not in spec:
+        first, _, last = spec.partition("-")
+        return list(DAYS[DAYS.index(first.strip()):DAYS.index(last.strip()) + 1])
+    return [d.strip() for d in spec.split(",") if d.strip() in DAYS]

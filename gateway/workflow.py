@@ -29,6 +29,7 @@ from storage.models import (
     Message,
     Notification,
     Organization,
+    SlaPlan,
     StatusChange,
     Ticket,
     VerificationRequest,
@@ -252,6 +253,7 @@ class Workflow:
         assert requester.id is not None
         ticket = Ticket(
             number=next_ticket_number(session),
+            priority=_default_priority(session, requester.organization_id),
             organization_id=requester.organization_id,
             requester_id=requester.id,
             application_id=application_id,
@@ -455,6 +457,14 @@ class Workflow:
         )
         session.add(notification)
         return notification
+
+
+def _default_priority(session: Session, organization_id: int) -> str:
+    """A new ticket's priority: its organization's SLA plan's default, else normal."""
+    plan = session.exec(select(SlaPlan.default_priority).join(
+        Organization, col(Organization.sla_plan) == SlaPlan.name).where(
+        Organization.id == organization_id)).first()
+    return plan or "normal"
 
 
 def reopenable(ticket: Ticket, reopen_days: int) -> bool:

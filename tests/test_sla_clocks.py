@@ -312,3 +312,43 @@ def test_the_report_of_a_small_period_worked_out_by_hand(parts, settings, monkey
     assert lines[0].startswith("organization,target,contractual,tickets,met,breached")
     assert lines[1].startswith("C0001,first_response,True,2,1,")
     assert "C0001,2,3.5,0,1,0,0,1" in lines
+
+
+def test_calendars_and_plans_are_set_up_from_the_command_line(parts, settings, monkeypatch):
+    from click.testing import CliRunner
+    from sqlmodel import Session
+
+    from gateway.cli import main
+    from gateway.sla_clocks import Plans, ticket_clocks
+    from storage.tickets import ticket_by_number
+    from tests.test_accounts import ingest
+
+    monkeypatch.setenv("HELPDESK_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("HELPDESK_VAR_DIR", str(settings.var_dir))
+
+    def helpdesk(*args: str):
+        return CliRunner().invoke(main, list(args))
+
+    made = helpdesk("sla", "calendar", "zaragoza", "--hours", "09:00-14:00,15:30-18:30",
+                    "--season", "06-15:09-15=08:00-15:00", "--region", "AR",
+                    "--holiday", "2026-01-29")
+    assert made.exit_code == 0, made.output
+    wrong = helpdesk("sla", "calendar", "bad", "--hours", "14:00-09:00")
+    assert wrong.exit_code == 1 and "ends after it starts" in wrong.output
+    plan = helpdesk("sla", "plan", "gold", "--calendar", "zaragoza", "--default-priority",
+                    "high", "--target", "first_response:high=30,normal=120",
+                    "--target", "resolution:high=480,normal=960")
+    assert plan.exit_code == 0, plan.output
+    assert "no calendar" in helpdesk("sla", "plan", "x", "--calendar", "nope", "--target",
+                                     "plan:normal=1").output
+    assert "unknown target" in helpdesk("sla", "plan", "x", "--calendar", "zaragoza",
+                                        "--target", "lunch:normal=1").output
+    assert helpdesk("org", "plan", "C0001", "gold").exit_code == 0
+    assert "no SLA plan" in helpdesk("org", "plan", "C0001", "platinum").output
+    number = ingest(parts, "outlook-new-request-es.eml").ticket
+    with Session(parts.engine) as session:
+        ticket = ticket_by_number(session, number)
+        measured = {c.target: c for c in ticket_clocks(session, ticket, Plans(session))}
+    assert ticket.priority == "high"  # the plan's default
+    assert set(measured) == {"first_response", "resolution"}  # the plan's targets only
+    assert measured["first_response"].minutes == 30
