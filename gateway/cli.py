@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import click
 from sqlmodel import select
 
-from gateway import logs, webhooks
+from gateway import logs, team, webhooks
 from gateway.accounts import guessable_for, queue_password_link
 from gateway.contacts import TYPES as CONTACT_TYPES
 from gateway.inbound.ingest import RETRY
@@ -30,11 +30,19 @@ from gateway.service import Parts, build, run_forever
 from gateway.settings import Settings
 from gateway.sla_clocks import Plans, save_calendar, save_plan, ticket_clocks
 from gateway.sla_report import report
+from gateway.team import TeamError
 from gateway.verification import decide, pending_request_of
 from gateway.workflow import TransitionError
 from storage import inbound, queues, sessions
 from storage import outbox as outbox_queue
-from storage.agents import add_agent, agents, create_token, revoke_token, tokens
+from storage.agents import (
+    add_agent,
+    agent_by_email,
+    agents,
+    create_token,
+    revoke_token,
+    tokens,
+)
 from storage.agents import set_active as set_agent_active
 from storage.db import transaction
 from storage.demo import seed_if_empty
@@ -508,6 +516,34 @@ def ticket_reply(ctx: click.Context, number: int, agent: str, text: str) -> None
             raise click.ClickException(f"no ticket {number}")
         parts.ingestor.workflow.agent_reply(session, found, agent_name=agent, text=text)
     click.echo(f"reply queued for ticket {number}")
+
+
+@ticket.command("set")
+@click.argument("number", type=int)
+@click.option("--agent", "agent_email", required=True, help="The agent making the change.")
+@click.option("--priority", type=click.Choice(list(PRIORITIES)), default=None)
+@click.option("--assignee", default=None, help='An active agent\'s email, or "none".')
+@click.option("--app", "application", default=None, help='An application\'s name, or "none".')
+@click.pass_context
+def ticket_set(ctx: click.Context, number: int, agent_email: str, priority: str | None,
+               assignee: str | None, application: str | None) -> None:
+    """Set a ticket's priority, assignee or application (recorded with the agent)."""
+    parts = _parts(ctx)
+    changes: dict[str, str | None] = {}
+    if assignee is not None:
+        changes["assignee"] = None if assignee == "none" else assignee
+    if application is not None:
+        changes["application"] = None if application == "none" else application
+    with _told(TeamError), transaction(parts.engine) as session:
+        agent = agent_by_email(session, agent_email)
+        if agent is None or not agent.active:
+            raise click.ClickException(f"no active agent {agent_email.strip().lower()}")
+        found = team.ticket_for_change(session, number)
+        if found is None:
+            raise click.ClickException(f"no ticket {number}")
+        changed = team.update(session, found, team.Actor(agent), priority=priority, **changes)
+    click.echo(f"ticket {number}: " + (", ".join(changed) + " changed" if changed
+                                       else "nothing changed"))
 
 
 @ticket.command("list")

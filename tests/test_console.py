@@ -165,3 +165,22 @@ def test_a_guesser_is_slowed_and_the_agent_in_their_own_browser_still_gets_in(ap
             assert answers[:3] == [401, 401, 401] and 429 in answers
             assert sign_in(guesser).status_code == 429  # even with the right password
         assert sign_in(ana).status_code == 303
+
+
+def test_the_console_shows_sla_clocks_and_sorts_by_the_soonest_due(app, parts):
+    from gateway.sla_clocks import refresh_changed
+
+    first = ingest(parts, "outlook-new-request-es.eml").ticket
+    with TestClient(app) as client:
+        sign_in(client)
+        page = client.get(f"/team/tickets/{first}").text
+        post(client, first, page, action="update", priority="urgent", assignee="",
+             application="")
+        refresh_changed(parts.engine)
+        page = client.get(f"/team/tickets/{first}").text
+        assert 'data-target="first_response" data-state="running"' in page
+        assert "primera respuesta" in page and "(interno)" in page  # qualify and plan
+        listing = client.get("/team/tickets?view=all&sort=due").text
+        assert f"/team/tickets/{first}" in listing
+        assert "Vencimiento de SLA más próximo primero" not in listing  # sorted already
+        assert "Actualizados más recientemente primero" in listing

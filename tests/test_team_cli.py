@@ -121,3 +121,19 @@ def test_tickets_are_listed_by_filters_and_shown_whole(helpdesk):
     assert "agent_reply to maria.garcia@ferreteria-lopez.es" in mails
     code, out = helpdesk("ticket", "show", "9999")
     assert code == 1 and "no ticket 9999" in out
+
+
+def test_a_tickets_priority_assignee_and_application_are_set_from_the_command_line(helpdesk):
+    assert helpdesk("agent", "add", "ana@soporte.example", "--name", "Ana Ruiz")[0] == 0
+    assert helpdesk("ingest", str(MAILS / "outlook-new-request-es.eml"))[0] == 0
+    code, out = helpdesk("ticket", "set", "1001", "--agent", "ana@soporte.example",
+                         "--priority", "urgent", "--assignee", "ana@soporte.example")
+    assert code == 0 and "assignee, priority changed" in out
+    code, out = helpdesk("ticket", "set", "1001", "--agent", "ana@soporte.example",
+                         "--assignee", "nadie@soporte.example")
+    assert code == 1 and "no active agent 'nadie@soporte.example'" in out
+    assert helpdesk("ticket", "set", "1001", "--agent", "x@y.z", "--priority", "low")[0] == 1
+    assert helpdesk("ticket", "list", "--status", "new")[1].startswith("#1001")
+    code, out = helpdesk("ticket", "set", "1001", "--agent", "ana@soporte.example",
+                         "--assignee", "none")
+    assert code == 0 and "assignee changed" in out

@@ -22,6 +22,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 
 from gateway import team
 from gateway.accounts import guessable_for
+from gateway.sla_clocks import Plans, ticket_clocks
 from gateway.team import Actor, StaleTicket, TeamError
 from gateway.uploads import MAX_FILES, Upload, check_and_store
 from gateway.workflow import TRANSITIONS, TransitionError
@@ -188,12 +189,14 @@ def list_page(request: Request) -> Response:
     if view not in VIEWS:
         view = "new"
     text = request.query_params.get("q", "")[:200]
+    sort = "due" if request.query_params.get("sort") == "due" else "updated"
     with Session(request.app.state.engine) as session:
         counts = {name: count_tickets(session, _filter(name, agent)) for name in VIEWS}
-        found = find_tickets(session, _filter(view, agent, text), limit=PAGE)
+        found = find_tickets(session, _filter(view, agent, text), limit=PAGE, sort=sort)
         assignees = {a.id: a for a in session.exec(select(Agent))}
     return _render(request, "tickets.html", agent, {
         "view": view, "views": list(VIEWS), "counts": counts, "found": found, "q": text,
+        "sort": sort,
         "assignees": assignees})
 
 
@@ -216,7 +219,9 @@ def _ticket(request: Request, agent: Agent, number: int, *, notice: str | None =
         applications = list(session.exec(select(Application).where(col(Application.active))
                                          .order_by(col(Application.name))))
         everyone = {a.id: a for a in session.exec(select(Agent))}
+        sla = ticket_clocks(session, record.ticket, Plans(session))
     return _render(request, "ticket.html", agent, {
+        "sla": sla,
         "record": record, "ticket": record.ticket, "agents": agents,
         "everyone": everyone, "applications": applications, "priorities": PRIORITIES,
         "next_statuses": sorted(TRANSITIONS.get(record.ticket.status, ())),
