@@ -32,6 +32,7 @@ from bench import report, web_load, web_report, web_servers
 from bench.databases import PG_URL, fresh_database
 from bench.mix import ROOT
 from bench.web_data import EMAIL, PASSWORD, Loaded, load
+from gateway.sla_clocks import refresh_changed
 from storage.db import make_engine
 from storage.migrate import upgrade
 
@@ -105,6 +106,11 @@ def run_database(db: str, args: argparse.Namespace) -> dict:
             try:
                 data = load(engine, workdir / "storage", tickets=args.tickets,
                             messages=args.messages)
+                # The SLA clocks of the loaded tickets, worked out before the gateway starts,
+                # as a gateway that has been running has them: otherwise serve works out ten
+                # thousand of them while the routes are measured.
+                while refresh_changed(engine):
+                    pass
             finally:
                 engine.dispose()
             result["data"] = {**asdict(data), "load_seconds":

@@ -237,6 +237,7 @@ def test_warnings_go_to_the_team_once_each_and_never_to_the_customer(parts):
 
 
 def test_the_customer_sees_the_contractual_targets_only_in_their_language(parts, settings):
+    from gateway.sla_clocks import refresh_changed
     from tests.test_accounts import ingest
     from tests.test_api import TestClient
     from tests.test_customer_area import log_in
@@ -245,6 +246,8 @@ def test_the_customer_sees_the_contractual_targets_only_in_their_language(parts,
     number = ingest(parts, "outlook-new-request-es.eml").ticket
     with TestClient(create_app(settings, parts.engine, parts.workflow)) as customer:
         log_in(customer)
+        assert "Nuestro compromiso" not in customer.get(f"/tickets/{number}").text
+        refresh_changed(parts.engine)  # as serve does within seconds
         page = customer.get(f"/tickets/{number}").text
     assert "Nuestro compromiso de servicio" in page
     assert 'data-target="first_response"' in page and 'data-target="resolution"' in page

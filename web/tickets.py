@@ -19,7 +19,6 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 
 from gateway import customer_requests
 from gateway.ratings import RATEABLE_STATUSES, is_final
-from gateway.sla_clocks import Plans, ticket_clocks
 from gateway.workflow import reopenable
 from storage.db import transaction
 from storage.models import (
@@ -27,6 +26,7 @@ from storage.models import (
     Contact,
     Message,
     Notification,
+    SlaClock,
     StatusChange,
     Ticket,
 )
@@ -125,9 +125,11 @@ def _detail(request: Request, number: int, *, answer: str = "", errors: dict | N
             .order_by(col(Notification.created_at), col(Notification.id))).all()
         authors = {c.id: c for c in session.exec(select(Contact).where(col(Contact.id).in_(
             {m.author_contact_id for m in messages if m.author_contact_id})))}
-        # The customer sees the contractual targets of their SLA, never the team's internal.
-        service = [clock for clock in ticket_clocks(session, ticket, Plans(session))
-                   if clock.contractual]
+        # The customer sees the contractual targets of their SLA, never the team's internal:
+        # as serve last worked them out (gateway.sla_clocks), not worked out per view.
+        service = session.exec(select(SlaClock).where(
+            SlaClock.ticket_id == ticket.id, col(SlaClock.contractual))
+            .order_by(col(SlaClock.id))).all()
     by_message: dict[int, list[Attachment]] = {}
     for item in files:
         by_message.setdefault(item.message_id, []).append(item)
