@@ -100,8 +100,7 @@ def history(session: Session, ticket: Ticket) -> list[Change]:
 
 def ticket_clocks(session: Session, ticket: Ticket, plans: Plans,
                   now: datetime | None = None) -> list[Clock]:
-    organization = session.get(Organization, ticket.organization_id)
-    plan = plans.get(organization.sla_plan) if organization is not None else None
+    plan = plans.get_for(ticket, session)
     if plan is None or ticket.status == "held":
         return []
     changes = history(session, ticket)
@@ -120,6 +119,7 @@ def refresh(session: Session, ticket: Ticket, plans: Plans, now: datetime | None
     stored = {row.target: row for row in session.exec(
         select(SlaClock).where(SlaClock.ticket_id == ticket.id))}
     rows = []
+    plan = plans.get_for(ticket, session)
     for clock in ticket_clocks(session, ticket, plans, now):
         row = stored.pop(clock.target, None) or SlaClock(
             ticket_id=ticket.id, target=clock.target, contractual=clock.contractual,
@@ -133,7 +133,7 @@ def refresh(session: Session, ticket: Ticket, plans: Plans, now: datetime | None
         session.add(row)
         rows.append(row)
         if workflow is not None:
-            warn(session, workflow, ticket, clock, plans.get_for(ticket, session))
+            warn(session, workflow, ticket, clock, plan)
     for gone in stored.values():  # a target the plan no longer has
         session.delete(gone)
     return rows

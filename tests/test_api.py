@@ -10,7 +10,6 @@ import pytest
 from sqlmodel import Session, col, select
 from starlette.exceptions import StarletteDeprecationWarning
 
-from gateway.cli import main  # noqa: F401 (the command line's wiring, as the service has it)
 from storage import idempotency
 from storage.agents import add_agent, create_token, revoke_token
 from storage.agents import set_active as set_agent_active

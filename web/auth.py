@@ -23,7 +23,7 @@ from storage.tickets import contact_by_email, unrated_count
 from web import csrf
 from web.forms import posted
 from web.metrics import LOGIN_FAILURES, THROTTLED
-from web.throttle import seconds_shown
+from web.throttle import login_keys, seconds_shown
 
 log = logging.getLogger("gateway.web.auth")
 
@@ -198,12 +198,8 @@ def login_submit(request: Request, form: FormData) -> Response:
         return again("csrf", 400)
     with Session(request.app.state.engine) as session:
         contact = contact_by_email(session, email) if email else None
-    # The owner's own browser is judged on its own: neither a guesser elsewhere nor the
-    # office's shared address keeps them out.
-    if contact is not None and contact.id in browser_contacts:
-        keys: tuple[str, ...] = (f"browser:{browser}",)
-    else:
-        keys = (f"email:{email}", f"ip:{client_address(request)}")
+    keys = login_keys(browser, browser_contacts, contact.id if contact else None, email,
+                      client_address(request))
     wait = throttle.wait(*keys)
     if wait:
         THROTTLED.labels("login").inc()

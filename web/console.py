@@ -45,7 +45,7 @@ from web import csrf
 from web.auth import RENEW_AFTER, client_address
 from web.forms import posted
 from web.metrics import LOGIN_FAILURES, THROTTLED
-from web.throttle import seconds_shown
+from web.throttle import login_keys, seconds_shown
 
 COOKIE = "helpdesk_team"
 PATH = "/team"
@@ -127,12 +127,8 @@ def login_submit(request: Request, form: FormData) -> Response:
         return again("csrf", 400)
     with Session(request.app.state.engine) as session:
         agent = agent_by_email(session, email) if email else None
-    # As in the customer area: the agent's own browser is judged on its own, so somebody
-    # guessing their password elsewhere does not keep them out.
-    if agent is not None and agent.id in browser_agents:
-        keys: tuple[str, ...] = (f"browser:{browser}",)
-    else:
-        keys = (f"email:{email}", f"ip:{client_address(request)}")
+    keys = login_keys(browser, browser_agents, agent.id if agent else None, email,
+                      client_address(request))
     wait = throttle.wait(*keys)
     if wait:
         THROTTLED.labels("team_login").inc()

@@ -112,3 +112,13 @@ class KnownBrowsers:
     def with_contact(self, browser: str, contacts: list[int], contact_id: int) -> str:
         kept = [c for c in contacts if c != contact_id][-(self.KEPT - 1):] + [contact_id]
         return self._serializer.dumps([browser, kept])
+
+
+def login_keys(browser: str, known_owners: list[int], owner_id: int | None, email: str,
+               address: str) -> tuple[str, ...]:
+    """What a login attempt is counted under: the owner's own browser (one they signed in
+    with before) is judged on its own, so neither a guesser elsewhere nor an office's shared
+    address keeps them out; any other attempt counts for the account and the address."""
+    if owner_id is not None and owner_id in known_owners:
+        return (f"browser:{browser}",)
+    return (f"email:{email}", f"ip:{address}")
