@@ -57,7 +57,7 @@ def add_contact(
         return contact
 
 
-def edit_contact(engine: Engine, email: str, **changes: object) -> Contact:
+def edit_contact(engine: Engine, email: str, /, **changes: object) -> Contact:
     """Change a contact's fields (the team's command line); ``email`` names it, ``changes``
     may hold a new ``email`` too."""
     with transaction(engine) as session:

@@ -316,6 +316,10 @@ def test_organizations_applications_and_contacts_are_listed_created_and_edited(a
                         json={"phone": "976 000 111", "language": "en", "active": False})
     assert changed.json()["phone"] == "976 000 111" and changed.json()["active"] is False
     assert_problem(api.patch(f"/api/v1/contacts/{person['id']}", json={"name": None}), 422)
+    moved = api.patch(f"/api/v1/contacts/{person['id']}",
+                      json={"email": "R.Vidal@talleres-norte.es"})
+    assert moved.status_code == 200 and moved.json()["email"] == "r.vidal@talleres-norte.es"
+    api.patch(f"/api/v1/contacts/{person['id']}", json={"email": "rosa@talleres-norte.es"})
     listed = api.get("/api/v1/contacts", params={"organization": "C0100"}).json()
     assert [c["email"] for c in listed] == ["rosa@talleres-norte.es"]
     assert_problem(api.patch("/api/v1/contacts/999999", json={"phone": "1"}), 404)
