@@ -16,7 +16,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import click
-from sqlmodel import select
 
 from gateway import logs, team, webhooks
 from gateway.accounts import guessable_for, queue_password_link
@@ -28,7 +27,7 @@ from gateway.outbound.render import to_bytes
 from gateway.ratings import queue_reminders
 from gateway.service import Parts, build, run_forever
 from gateway.settings import Settings
-from gateway.sla_clocks import Plans, save_calendar, save_plan, ticket_clocks
+from gateway.sla_clocks import Plans, put_on_plan, save_calendar, save_plan, ticket_clocks
 from gateway.sla_report import report
 from gateway.team import TeamError
 from gateway.verification import decide, pending_request_of
@@ -61,7 +60,6 @@ from storage.models import (
     InboundMessage,
     Notification,
     Organization,
-    SlaPlan,
     aware,
 )
 from storage.team import TicketFilter, find_tickets, ticket_record
@@ -265,14 +263,8 @@ def org_add(ctx: click.Context, code: str, tax_id: str, name: str,
 def org_plan(ctx: click.Context, code: str, plan: str) -> None:
     """Put an organization on an SLA plan (`helpdesk sla plan`)."""
     parts = _parts(ctx)
-    with transaction(parts.engine) as session:
-        found = session.exec(select(Organization).where(Organization.code == code)).first()
-        if found is None:
-            raise click.ClickException(f"no organization with code {code}")
-        if session.exec(select(SlaPlan).where(SlaPlan.name == plan)).first() is None:
-            raise click.ClickException(f"no SLA plan {plan!r}")
-        found.sla_plan = plan
-        session.add(found)
+    with _told(LookupError, ValueError):
+        put_on_plan(parts.engine, code, plan)
     click.echo(f"organization {code} is on plan {plan}")
 
 

@@ -261,12 +261,15 @@ class Service:
                 await asyncio.sleep(WEBHOOKS_EVERY)
 
     async def _sla_loop(self) -> None:
-        """Every SLA_EVERY: the SLA clocks of tickets that changed (and of open ones, now and
-        then) are worked out again and stored (gateway.sla_clocks)."""
+        """Every SLA_EVERY: the SLA clocks of tickets that changed, and those whose next
+        warning or due time has come, are worked out again and stored (gateway.sla_clocks);
+        batch after batch while there are more (after a calendar change, say)."""
         while True:
             try:
-                await asyncio.to_thread(refresh_changed, self.parts.engine,
-                                        workflow=self.parts.workflow)
+                while await asyncio.to_thread(refresh_changed, self.parts.engine,
+                                              limit=SLA_BATCH,
+                                              workflow=self.parts.workflow) == SLA_BATCH:
+                    pass
             except Exception as exc:
                 if is_unavailable(exc):
                     log.info("SLA clocks wait: %s", describe(exc))
@@ -311,6 +314,7 @@ SESSIONS_KEPT = timedelta(days=1)  # ended or expired sessions are deleted after
 RATINGS_EVERY = 15.0  # seconds between looks at provisional ratings
 WEBHOOKS_EVERY = 1.0  # seconds between looks for webhook events to deliver
 SLA_EVERY = 5.0  # seconds between looks for tickets whose SLA clocks must be worked out
+SLA_BATCH = 500  # tickets worked out per transaction
 
 
 def _smtp_hostname(settings: Settings) -> str:

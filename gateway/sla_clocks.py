@@ -3,8 +3,11 @@ as its clocks see it, and the clocks stored (``sla_clock``) for lists, the API a
 
 Clocks are worked out from the history, so storing them is a cache kept in step by
 ``refresh_changed`` (serve runs it every few seconds): a ticket whose version moved since its
-clocks were stored is worked out again, and so is every open ticket now and then (a clock
-runs on with time, a breach comes without any change to the ticket).
+clocks were stored is worked out again, and so is a running clock when it reaches its
+``recheck_at``, the next moment it has something to say without any change to the ticket (a
+warning share of its target used, its due time): warnings come on time and idle tickets cost
+nothing. A change of calendar, plan or an organization's plan sets ``recheck_at`` of the open
+tickets concerned to now, so their due times follow.
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, or_, select
+from sqlmodel import Session, col, or_, select, update
 
 from gateway import events
 from gateway.business_time import Calendar, Season, Window
-from gateway.sla import FINAL, Change, Clock, Plan, clocks
+from gateway.sla import FINAL, PRIORITIES, Change, Clock, Plan, clocks
 from gateway.sla import TARGETS as TARGET_NAMES
 from gateway.workflow import Workflow
 from storage.db import transaction
@@ -37,7 +40,7 @@ from storage.models import (
 )
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-REFRESH_OPEN_EVERY = timedelta(minutes=1)  # open tickets' clocks are worked out again this often
+BREACHED_EVERY = timedelta(hours=1)  # a breached running clock's overrun is brought up to date
 
 
 def calendar_of(row: SlaCalendar) -> Calendar:
@@ -55,8 +58,11 @@ def calendar_of(row: SlaCalendar) -> Calendar:
 
 
 def _month_day(value: str) -> tuple[int, int]:
-    month, day = value.split("-")
-    return int(month), int(day)
+    month, _, day = value.partition("-")
+    try:
+        return int(month), int(day)
+    except ValueError:
+        raise ValueError(f"not a day of the year (MM-DD): {value!r}") from None
 
 
 class Plans:
@@ -130,6 +136,7 @@ def refresh(session: Session, ticket: Ticket, plans: Plans, now: datetime | None
         row.segments = json.dumps([[s.kind, s.start.isoformat(), s.end.isoformat()]
                                    for s in clock.segments])
         row.ticket_version, row.computed_at = ticket.version, now
+        row.recheck_at = recheck_at(clock, plan, now)
         session.add(row)
         rows.append(row)
         if workflow is not None:
@@ -137,6 +144,20 @@ def refresh(session: Session, ticket: Ticket, plans: Plans, now: datetime | None
     for gone in stored.values():  # a target the plan no longer has
         session.delete(gone)
     return rows
+
+
+def recheck_at(clock: Clock, plan: Plan | None, now: datetime) -> datetime | None:
+    """When a clock next has something to say if nothing happens to its ticket: a running one
+    at the next warning share of its target and at its due time (the calendar decides when
+    these business minutes are over); a breached one still running every BREACHED_EVERY (its
+    overrun grows); a paused, met or closed one never (only a change moves it)."""
+    if clock.met_at is not None or clock.due_at is None or plan is None:
+        return None
+    if clock.breached:
+        return now + BREACHED_EVERY
+    moments = [plan.calendar.add(now, (share - clock.used) * clock.minutes)
+               for share in plan.warn_at if share > clock.used]
+    return min([m for m in moments if m is not None] + [clock.due_at])
 
 
 def warn(session: Session, workflow: Workflow, ticket: Ticket, clock: Clock,
@@ -183,14 +204,14 @@ def _first_time(session: Session, ticket: Ticket, target: str, level: str) -> bo
 def refresh_changed(engine: Engine, now: datetime | None = None, limit: int = 500,
                     workflow: Workflow | None = None) -> int:
     """Clocks of the tickets that changed since they were worked out (or never were), and of
-    open tickets not worked out for REFRESH_OPEN_EVERY; how many tickets."""
+    those a clock of which has reached its ``recheck_at``; how many tickets (at most
+    ``limit``: call again while it returns ``limit``)."""
     now = now or utcnow()
     with transaction(engine) as session:
         stale = (select(SlaClock.ticket_id).where(
             SlaClock.ticket_id == Ticket.id,
             or_(col(SlaClock.ticket_version) != Ticket.version,
-                (col(SlaClock.computed_at) < now - REFRESH_OPEN_EVERY)
-                & col(SlaClock.state).in_(["running", "paused"]))).exists())
+                col(SlaClock.recheck_at) <= now)).exists())
         unworked = ~select(SlaClock.id).where(SlaClock.ticket_id == Ticket.id).exists()
         due = session.exec(select(Ticket).where(
             col(Ticket.status) != "held",
@@ -202,36 +223,90 @@ def refresh_changed(engine: Engine, now: datetime | None = None, limit: int = 50
         return len(due)
 
 
-# ---------------------------------------------------------------------- set-up (the CLI)
+def recheck_plans(session: Session, plans: list[str] | None = None,
+                  organization_id: int | None = None) -> int:
+    """After a change of calendar or plan (``plans``: those concerned) or of one organization's
+    plan: the clocks of the open tickets concerned are worked out again on serve's next look
+    (closed tickets keep the clocks they were measured by). How many clocks."""
+    tickets = select(Ticket.id).join(Organization, Organization.id == Ticket.organization_id) \
+        .where(col(Ticket.status).not_in(list(FINAL)))
+    if plans is not None:
+        tickets = tickets.where(col(Organization.sla_plan).in_(plans))
+    if organization_id is not None:
+        tickets = tickets.where(Organization.id == organization_id)
+    result = session.execute(update(SlaClock).where(col(SlaClock.ticket_id).in_(tickets))
+                             .values(recheck_at=utcnow()))
+    return result.rowcount
+
+
+# ---------------------------------------------------------------------- set-up (CLI and API)
 
 
 def parse_hours(spec: str) -> list[list[str]]:
     """``"09:00-14:00,15:30-18:30"`` → ``[["09:00", "14:00"], ["15:30", "18:30"]]``
-    (checked: each window must end after it starts)."""
+    (checked: each window ends after it starts, and none overlaps another)."""
     windows = []
     for part in (p.strip() for p in spec.split(",") if p.strip()):
         start, _, end = part.partition("-")
-        window = Window(time.fromisoformat(start.strip()), time.fromisoformat(end.strip()))
-        windows.append([window.start.strftime("%H:%M"), window.end.strftime("%H:%M")])
-    return windows
+        try:
+            windows.append(Window(time.fromisoformat(start.strip()),
+                                  time.fromisoformat(end.strip())))
+        except ValueError as exc:
+            raise ValueError(f"not a window of working hours (09:00-14:00): {part!r}: "
+                             f"{exc}") from None
+    windows.sort(key=lambda w: w.start)
+    for before, after in zip(windows, windows[1:], strict=False):
+        if after.start < before.end:
+            raise ValueError(f"windows overlap: {before.start:%H:%M}-{before.end:%H:%M} and "
+                             f"{after.start:%H:%M}-{after.end:%H:%M}")
+    return [[w.start.strftime("%H:%M"), w.end.strftime("%H:%M")] for w in windows]
 
 
 def save_calendar(engine: Engine, name: str, *, hours: str, days: str = "mon-fri",
                   seasons: list[tuple[str, str, str]] = (), timezone: str = "Europe/Madrid",
                   country: str | None = "ES", subdivision: str | None = None,
                   extra: list[str] = ()) -> SlaCalendar:
-    """Add or replace a calendar: the same ``hours`` on ``days`` ("mon-fri", "mon-sat" or a
-    list "mon,tue,thu"), ``seasons`` as (from "MM-DD", to "MM-DD", hours), holidays of a
-    country and region, extra dates. Checked by building it (an error says what is wrong)."""
+    """Add or replace a calendar (the CLI's shape): the same ``hours`` on ``days``
+    ("mon-fri", "mon-sat" or a list "mon,tue,thu"), ``seasons`` as (from "MM-DD", to "MM-DD",
+    hours), holidays of a country and region, extra dates."""
     chosen = _days(days)
-    week = {day: parse_hours(hours) for day in chosen}
-    season_rows = [{"from": a, "to": b, "hours": {day: parse_hours(h) for day in chosen}}
-                   for a, b, h in seasons]
+    return store_calendar(
+        engine, name, hours={day: hours.split(",") for day in chosen},
+        seasons=[{"from": a, "to": b, "hours": {day: h.split(",") for day in chosen}}
+                 for a, b, h in seasons],
+        timezone=timezone, country=country, subdivision=subdivision, extra=extra)
+
+
+def store_calendar(engine: Engine, name: str, *, hours: dict[str, list[str]],
+                   seasons: list[dict] = (), timezone: str = "Europe/Madrid",
+                   country: str | None = "ES", subdivision: str | None = None,
+                   extra: list[str] = ()) -> SlaCalendar:
+    """Add or replace a calendar: windows per day (``{"mon": ["09:00-14:00", "15:30-18:30"],
+    ...}``, days left out are not worked), seasons (``{"from": "06-15", "to": "09-15",
+    "hours": {...}}``), holidays of a country and region, extra dates ("2026-01-29").
+    Checked by building it: a ValueError (or LookupError for an unknown time zone, country
+    or region) says what is wrong. The open tickets on plans using it follow."""
+    def week(spec: dict[str, list[str]]) -> dict[str, list[list[str]]]:
+        unknown = set(spec) - set(DAYS)
+        if unknown:
+            raise ValueError(f"unknown day {sorted(unknown)[0]!r}: {', '.join(DAYS)}")
+        return {day: parse_hours(",".join(spec[day])) for day in DAYS if spec.get(day)}
+
+    season_rows = []
+    for season in seasons:
+        for edge in ("from", "to"):
+            month, day = _month_day(season[edge])
+            date(2024, month, day)  # a real day of the year (29 February included)
+        season_rows.append({"from": season["from"], "to": season["to"],
+                            "hours": week(season["hours"])})
     row = SlaCalendar(name=name, timezone=timezone, country=country, subdivision=subdivision,
-                      hours=json.dumps(week), seasons=json.dumps(season_rows),
-                      extra_holidays=json.dumps(sorted(date.fromisoformat(d).isoformat()
-                                                       for d in extra)))
-    calendar_of(row).is_holiday(date.today())  # the zone, country and region exist
+                      hours=json.dumps(week(hours)), seasons=json.dumps(season_rows),
+                      extra_holidays=json.dumps(sorted({date.fromisoformat(d).isoformat()
+                                                        for d in extra})))
+    try:
+        calendar_of(row).is_holiday(date.today())  # the zone, country and region exist
+    except NotImplementedError as exc:
+        raise LookupError(f"no holidays known for {country!r} {subdivision or ''}") from exc
     with transaction(engine) as session:
         existing = session.exec(select(SlaCalendar).where(SlaCalendar.name == name)).first()
         if existing is not None:
@@ -240,15 +315,36 @@ def save_calendar(engine: Engine, name: str, *, hours: str, days: str = "mon-fri
                 setattr(existing, column, getattr(row, column))
             row = existing
         session.add(row)
+        session.flush()
+        recheck_plans(session, list(session.exec(select(SlaPlan.name).where(
+            SlaPlan.calendar_id == row.id))))
         return row
 
 
 def save_plan(engine: Engine, name: str, *, calendar: str, targets: dict[str, dict[str, int]],
               default_priority: str = "normal", warn_at: list[float] = (0.75, 0.9)) -> SlaPlan:
-    """Add or replace a plan on a calendar (by name)."""
+    """Add or replace a plan on a calendar (by name): business minutes per target and
+    priority; each target names the default priority's minutes (priorities left out take
+    them), so that every ticket has a clock for each target. The open tickets on it follow."""
     unknown = set(targets) - set(TARGET_NAMES)
     if unknown:
         raise ValueError(f"unknown target {sorted(unknown)[0]!r}: {', '.join(TARGET_NAMES)}")
+    if not targets:
+        raise ValueError("a plan needs at least one target")
+    if default_priority not in PRIORITIES:
+        raise ValueError(f"unknown priority {default_priority!r}: {', '.join(PRIORITIES)}")
+    for target, minutes in targets.items():
+        unknown = set(minutes) - set(PRIORITIES)
+        if unknown:
+            raise ValueError(f"unknown priority {sorted(unknown)[0]!r} in {target}: "
+                             f"{', '.join(PRIORITIES)}")
+        if default_priority not in minutes:
+            raise ValueError(f"{target} needs the minutes of the default priority "
+                             f"({default_priority})")
+        if any(not 0 < m <= 1_000_000 for m in minutes.values()):
+            raise ValueError(f"{target}: business minutes between 1 and 1000000")
+    if any(not 0 < share < 1 for share in warn_at):
+        raise ValueError("warnings at shares of a target between 0 and 1 (0.75 is 75 %)")
     with transaction(engine) as session:
         found = session.exec(select(SlaCalendar).where(SlaCalendar.name == calendar)).first()
         if found is None or found.id is None:
@@ -256,9 +352,25 @@ def save_plan(engine: Engine, name: str, *, calendar: str, targets: dict[str, di
         row = session.exec(select(SlaPlan).where(SlaPlan.name == name)).first() or SlaPlan(
             name=name, calendar_id=found.id, targets="{}")
         row.calendar_id, row.default_priority = found.id, default_priority
-        row.targets, row.warn_at = json.dumps(targets), json.dumps(sorted(warn_at))
+        row.targets, row.warn_at = json.dumps(targets), json.dumps(sorted(set(warn_at)))
         session.add(row)
+        recheck_plans(session, [name])
         return row
+
+
+def put_on_plan(engine: Engine, code: str, plan: str) -> Organization:
+    """Put an organization on an SLA plan; its open tickets' clocks follow."""
+    with transaction(engine) as session:
+        found = session.exec(select(Organization).where(Organization.code == code)).first()
+        if found is None:
+            raise LookupError(f"no organization with code {code}")
+        if session.exec(select(SlaPlan).where(SlaPlan.name == plan)).first() is None:
+            raise ValueError(f"no SLA plan {plan!r}")
+        found.sla_plan = plan
+        session.add(found)
+        session.flush()
+        recheck_plans(session, organization_id=found.id)
+        return found
 
 
 def _days(spec: str) -> list[str]:

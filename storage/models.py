@@ -485,6 +485,9 @@ class SlaClock(SQLModel, table=True):
     segments: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON
     ticket_version: int = 0  # the ticket's version it was worked out from
     computed_at: datetime = Field(default_factory=utcnow)
+    # When to work it out again without a change to the ticket: the next warning share or due
+    # time of a running clock; None when only a change can move it (paused, met, closed).
+    recheck_at: datetime | None = Field(default=None, index=True)
 
 
 class SlaWarning(SQLModel, table=True):

@@ -39,6 +39,8 @@ class TicketFilter:
     updated_to: datetime | None = None
     priorities: Sequence[str] = ()
     assignee: str | None = None  # an agent's email, or "none" for tickets nobody has
+    due_before: datetime | None = None  # an SLA clock running, due before this moment
+    breached: bool | None = None  # an SLA clock breached (True) or none (False)
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,14 @@ def _filtered(query: Any, wanted: TicketFilter) -> Any:
             func.lower(Message.text).like(pattern, escape="\\")).exists()
         query = query.where(or_(func.lower(Ticket.subject).like(pattern, escape="\\"),
                                 in_messages))
+    if wanted.due_before is not None:
+        query = query.where(select(SlaClock.id).where(
+            SlaClock.ticket_id == Ticket.id, SlaClock.state == "running",
+            col(SlaClock.due_at) < wanted.due_before).exists())
+    if wanted.breached is not None:
+        breached = select(SlaClock.id).where(SlaClock.ticket_id == Ticket.id,
+                                             col(SlaClock.breached)).exists()
+        query = query.where(breached if wanted.breached else ~breached)
     for column, low, high in ((Ticket.created_at, wanted.created_from, wanted.created_to),
                               (Ticket.updated_at, wanted.updated_from, wanted.updated_to)):
         if low is not None:

@@ -437,3 +437,109 @@ def test_tickets_sort_by_their_sla_due_time_and_a_ticket_explains_its_clocks(api
                                                                "holiday")
     paused = {c["target"]: c for c in api.get(f"/api/v1/tickets/{numbers[2]}").json()["sla"]}
     assert paused["resolution"]["state"] == "paused" and paused["resolution"]["due_at"] is None
+
+
+def test_tickets_are_filtered_by_due_time_and_breach(api, parts):
+    from datetime import UTC, datetime
+
+    from sqlmodel import update
+
+    from gateway.sla_clocks import refresh_changed
+    from storage.models import SlaClock, Ticket
+
+    numbers = new_tickets(parts, 3)
+    api.patch(f"/api/v1/tickets/{numbers[1]}", json={"priority": "urgent"})
+    assert refresh_changed(parts.engine) == 3
+    with Session(parts.engine) as session:
+        due = {number: min(c.due_at for c in session.exec(
+            select(SlaClock).join(Ticket, Ticket.id == SlaClock.ticket_id).where(
+                Ticket.number == number)) if c.due_at is not None) for number in numbers}
+    urgent = due[numbers[1]]
+    assert urgent < min(due[numbers[0]], due[numbers[2]])
+
+    def found(**params) -> list[int]:
+        answer = api.get("/api/v1/tickets", params=params)
+        assert answer.status_code == 200, answer.text
+        return sorted(i["number"] for i in answer.json()["items"])
+
+    moment = (urgent + timedelta(seconds=1)).astimezone(UTC).isoformat()
+    assert found(due_before=moment) == [numbers[1]]
+    assert found(due_before=datetime(2000, 1, 1, tzinfo=UTC).isoformat()) == []
+    assert found(breached="false") == sorted(numbers)
+    # Long after: every one of them breached something (its refresh, at a later moment).
+    refresh_changed(parts.engine)  # nothing to do yet
+    later = urgent + timedelta(days=60)
+    with Session(parts.engine) as session:
+        session.exec(update(SlaClock).values(recheck_at=urgent))
+        session.commit()
+    refresh_changed(parts.engine, now=later)
+    assert found(breached="true") == sorted(numbers)
+    assert found(breached="true", priority="urgent") == [numbers[1]]
+
+
+def test_calendars_and_plans_are_managed_through_the_api_by_admins(api, parts, team):
+    from gateway.sla_clocks import refresh_changed
+    from storage.models import SlaClock, Ticket
+
+    listed = api.get("/api/v1/sla/calendars").json()
+    assert [c["name"] for c in listed] == ["spain"]
+    assert listed[0]["hours"]["mon"] == ["09:00-14:00", "15:30-18:30"]
+    assert listed[0]["seasons"][0] == {"from": "06-15", "to": "09-15",
+                                       "hours": {d: ["08:00-15:00"] for d in
+                                                 ("mon", "tue", "wed", "thu", "fri")}}
+    plans = api.get("/api/v1/sla/plans").json()
+    assert plans[0]["name"] == "standard" and plans[0]["calendar"] == "spain"
+    assert plans[0]["organizations"] == ["C0001", "C0002"]
+    assert plans[0]["targets"]["qualify"]["normal"] == 60
+
+    zaragoza = {"timezone": "Europe/Madrid", "country": "ES", "region": "AR",
+                "hours": {"mon": ["15:30-18:30", "09:00-14:00"], "fri": ["08:00-15:00"]},
+                "seasons": [{"from": "07-01", "to": "08-31",
+                             "hours": {"mon": ["08:00-14:00"]}}],
+                "holidays": ["2026-01-29"]}
+    assert_problem(api.put("/api/v1/sla/calendars/zaragoza", json=zaragoza), 403)
+    saved = api.put("/api/v1/sla/calendars/zaragoza", json=zaragoza, headers=as_luis(team))
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["hours"] == {"mon": ["09:00-14:00", "15:30-18:30"],
+                                     "fri": ["08:00-15:00"]}
+    assert saved.json()["holidays"] == ["2026-01-29"] and saved.json()["region"] == "AR"
+    for wrong, words in (({"hours": {"mon": ["09:00-14:00", "13:00-15:00"]}}, "overlap"),
+                         ({"hours": {"mon": ["14:00-09:00"]}}, "ends after it starts"),
+                         ({"timezone": "Europe/Nowhere"}, "Europe/Nowhere"),
+                         ({"region": "XX"}, "XX"),
+                         ({"seasons": [{"from": "02-30", "to": "03-01", "hours": {}}]},
+                          "day")):
+        answer = api.put("/api/v1/sla/calendars/zaragoza", json={**zaragoza, **wrong},
+                         headers=as_luis(team))
+        assert_problem(answer, 422, words)
+
+    number = new_tickets(parts)[0]
+    refresh_changed(parts.engine)
+    plan = {"calendar": "zaragoza", "default_priority": "high",
+            "targets": {"first_response": {"high": 45}, "resolution": {"high": 600}},
+            "warn_at": [0.5]}
+    assert_problem(api.put("/api/v1/sla/plans/gold", json={**plan, "calendar": "nope"},
+                           headers=as_luis(team)), 422, "no calendar 'nope'")
+    assert_problem(api.put("/api/v1/sla/plans/gold", json={
+        **plan, "targets": {"resolution": {"low": 900}}}, headers=as_luis(team)), 422,
+        "default priority")
+    saved = api.put("/api/v1/sla/plans/gold", json=plan, headers=as_luis(team))
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["organizations"] == []
+    assert_problem(api.patch("/api/v1/organizations/C0001", json={"sla_plan": "gold"}), 403)
+    assert_problem(api.patch("/api/v1/organizations/C0001", json={"sla_plan": "nope"},
+                             headers=as_luis(team)), 422, "no SLA plan")
+    assert_problem(api.patch("/api/v1/organizations/C9999", json={"sla_plan": "gold"},
+                             headers=as_luis(team)), 404)
+    moved = api.patch("/api/v1/organizations/C0001", json={"sla_plan": "gold"},
+                      headers=as_luis(team))
+    assert moved.status_code == 200 and moved.json()["sla_plan"] == "gold"
+    assert refresh_changed(parts.engine) == 1  # the open ticket follows its new plan
+    with Session(parts.engine) as session:
+        clocks = {c.target: c for c in session.exec(
+            select(SlaClock).join(Ticket, Ticket.id == SlaClock.ticket_id).where(
+                Ticket.number == number))}
+    assert set(clocks) == {"first_response", "resolution"}
+    assert clocks["first_response"].minutes == 45  # the plan's default priority's minutes
+    assert {o["code"]: o["sla_plan"] for o in api.get("/api/v1/organizations").json()} == {
+        "C0001": "gold", "C0002": "standard"}

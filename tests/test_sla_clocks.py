@@ -237,6 +237,109 @@ def test_warnings_go_to_the_team_once_each_and_never_to_the_customer(parts):
     assert given().count(("resolution", "75%")) == 1
 
 
+def test_serve_looks_at_a_clock_when_it_has_something_to_say_and_not_before(parts):
+    # A running clock is worked out again at its next warning share or due time (recheck_at),
+    # not on a timer: the warning comes at the first look after that moment, and a look just
+    # before it does nothing at all.
+    from datetime import timedelta
+
+    from sqlmodel import Session, select
+
+    from gateway.sla_clocks import Plans, refresh_changed
+    from storage.models import SlaClock, SlaWarning, Ticket
+    from tests.test_accounts import ingest
+
+    number = ingest(parts, "outlook-new-request-es.eml").ticket
+    with Session(parts.engine) as session:
+        ticket = session.exec(select(Ticket).where(Ticket.number == number)).one()
+        calendar = Plans(session).get_for(ticket, session).calendar
+    created = ticket.created_at
+    assert refresh_changed(parts.engine, now=created, workflow=parts.workflow) == 1
+
+    def stored() -> dict[str, SlaClock]:
+        with Session(parts.engine) as session:
+            return {c.target: c for c in session.exec(select(SlaClock))}
+
+    def warned() -> list[tuple[str, str]]:
+        with Session(parts.engine) as session:
+            return [(w.target, w.level) for w in session.exec(select(SlaWarning))]
+
+    # The standard plan, normal priority: qualify within 60 business minutes, warned at 75 %.
+    qualify = stored()["qualify"]
+    assert qualify.recheck_at == calendar.add(created, 45)
+    assert stored()["first_response"].recheck_at == calendar.add(created, 180)
+    second = timedelta(seconds=1)
+    assert refresh_changed(parts.engine, now=calendar.add(created, 45) - second,
+                           workflow=parts.workflow) == 0
+    assert warned() == []
+    assert refresh_changed(parts.engine, now=calendar.add(created, 45),
+                           workflow=parts.workflow) == 1
+    assert warned() == [("qualify", "75%")]
+    assert stored()["qualify"].recheck_at == calendar.add(created, 54)  # 90 %
+    assert refresh_changed(parts.engine, now=calendar.add(created, 60) + second,
+                           workflow=parts.workflow) == 1
+    assert warned()[-1] == ("qualify", "breached")  # 90 % skipped: nobody looked in between
+    breached = stored()["qualify"]
+    assert breached.state == "breached"
+    assert breached.recheck_at == calendar.add(created, 60) + second + timedelta(hours=1)
+
+
+def test_a_calendar_or_plan_change_moves_the_due_times_of_open_tickets_only(parts):
+    from click.testing import CliRunner
+    from sqlmodel import Session, select
+
+    from gateway.business_time import Calendar, week
+    from gateway.cli import main
+    from gateway.sla_clocks import refresh_changed, save_calendar
+    from storage.db import transaction
+    from storage.models import SlaClock
+    from storage.tickets import ticket_by_number
+    from tests.test_accounts import ingest
+
+    open_one = ingest(parts, "outlook-new-request-es.eml").ticket
+    closed = ingest(parts, "outlook-new-request-logo-es.eml").ticket
+    refresh_changed(parts.engine)
+    with transaction(parts.engine) as session:
+        parts.workflow.move(session, ticket_by_number(session, closed), "cancelled",
+                            actor="Ana Ruiz", note="duplicado")
+    refresh_changed(parts.engine)
+
+    def due(number: int, target: str = "resolution"):
+        with Session(parts.engine) as session:
+            ticket = ticket_by_number(session, number)
+            return session.exec(select(SlaClock).where(
+                SlaClock.ticket_id == ticket.id, SlaClock.target == target)).one()
+
+    before_open, before_closed = due(open_one), due(closed)
+    # Round the clock, every day, no holidays: 2400 minutes are 40 hours from the start.
+    save_calendar(parts.engine, "spain", hours="00:00-23:59", days="mon-sun", country=None)
+    assert refresh_changed(parts.engine) == 1  # the open ticket only
+    after = due(open_one)
+    with Session(parts.engine) as session:
+        ticket = ticket_by_number(session, open_one)
+        always = Calendar(week([("00:00", "23:59")], weekend=True), country=None)
+        expected = always.add(ticket.created_at, 2400)
+    assert after.due_at != before_open.due_at and after.due_at == expected
+    assert due(closed).due_at == before_closed.due_at
+    assert due(closed).computed_at == before_closed.computed_at
+
+    # An organization put on another plan: its open tickets follow at once.
+    runner = CliRunner()
+    env = {"HELPDESK_DATABASE_URL": parts.settings.database_url}
+    result = runner.invoke(main, ["sla", "plan", "quick", "--calendar", "spain", "--target",
+                                  "resolution:normal=60"], env=env)
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["org", "plan", "C0001", "quick"], env=env)
+    assert result.exit_code == 0, result.output
+    assert refresh_changed(parts.engine) == 1
+    with Session(parts.engine) as session:
+        targets = [c.target for c in session.exec(select(SlaClock).where(
+            SlaClock.ticket_id == ticket_by_number(session, open_one).id))]
+    assert targets == ["resolution"] and due(open_one).minutes == 60
+    result = runner.invoke(main, ["org", "plan", "C0001", "nope"], env=env)
+    assert result.exit_code != 0 and "no SLA plan 'nope'" in result.output
+
+
 def test_the_customer_sees_the_contractual_targets_only_in_their_language(parts, settings):
     from gateway.sla_clocks import refresh_changed
     from tests.test_accounts import ingest

@@ -26,8 +26,12 @@ def test_a_killed_web_process_is_replaced_and_the_site_keeps_answering(db_url, d
         assert all(len(pids) == 1 for pids in first.values()), gateway.log()
         with httpx.Client(base_url=f"http://127.0.0.1:{gateway.web_port}", timeout=10) as web:
             assert web.get("/login").status_code == 200
-            os.kill(first["web process 0"][0], signal.SIGKILL)
-            # New connections go to the live process meanwhile: every page is served.
+            killed = first["web process 0"][0]
+            os.kill(killed, signal.SIGKILL)
+            # Until the kernel has closed the dead process's listening socket, connections it
+            # hashes there are reset (SO_REUSEPORT queues are per socket); from then on, new
+            # connections go to the live process while the dead one is replaced.
+            wait_for(lambda: _released(killed), timeout=10)
             answers = [httpx.get(f"http://127.0.0.1:{gateway.web_port}/login", timeout=10)
                        for _ in range(20)]
             assert {a.status_code for a in answers} == {200}
@@ -41,6 +45,15 @@ def test_a_killed_web_process_is_replaced_and_the_site_keeps_answering(db_url, d
     assert "web process 0 died (killed by SIGKILL)" in log
     assert gateway.pids("web process 1") == first["web process 1"]
     assert "Traceback" not in log
+
+
+def _released(pid: int) -> bool:
+    """Whether a killed process has let go of its files: gone, or a zombie awaiting its parent."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in {"Z", "X"}
+    except FileNotFoundError:
+        return True
 
 
 def test_the_loop_reads_connection_comes_back_after_the_database_dropped_it(db_url):

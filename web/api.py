@@ -12,6 +12,7 @@ command line and the customer area (gateway.workflow).
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations, some of
 # them names local to create_api.
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -39,7 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway import team, webhooks
 from gateway.inbound.attachments import DEFAULT_MAX_SIZE
 from gateway.sla import Clock
-from gateway.sla_clocks import Plans, ticket_clocks
+from gateway.sla_clocks import Plans, put_on_plan, save_plan, store_calendar, ticket_clocks
 from gateway.sla_report import report
 from gateway.team import Actor, StaleTicket, TeamError
 from gateway.uploads import MAX_FILES, Upload, check_and_store
@@ -62,6 +63,8 @@ from storage.models import (
     Application,
     Contact,
     Organization,
+    SlaCalendar,
+    SlaPlan,
     Ticket,
     aware,
 )
@@ -131,6 +134,8 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore,
     Number = Annotated[int, Path(ge=1, le=999_999_999, description="The ticket's number.")]
     Id = Annotated[int, Path(ge=1, le=2_147_483_647)]
     Admin_ = Annotated[Actor, Depends(administering)]
+    CalendarName = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    PlanName = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
     IfMatch = Annotated[str | None, Header(
         pattern=r'^(\*|(W/)?"?[0-9]{1,12}"?)$',
         description="The ticket's version (its ETag) as read: 412 if it changed since.")]
@@ -199,6 +204,12 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore,
                                    description="Words in the subject or a message.")] = "",
         created_from: datetime | None = None, created_to: datetime | None = None,
         updated_from: datetime | None = None, updated_to: datetime | None = None,
+        due_before: Annotated[datetime | None, Query(
+            description="Only tickets with an SLA clock running that is due before then.")
+        ] = None,
+        breached: Annotated[bool | None, Query(
+            description="true: tickets with an SLA target breached; false: none breached.")
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         sort: Annotated[Literal["updated", "due"], Query(
             description="updated: the most recently updated first; due: the tickets with an "
@@ -212,7 +223,8 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore,
                               application=application, text=text, assignee=assignee,
                               priorities=priority or (), created_from=created_from,
                               created_to=created_to, updated_from=updated_from,
-                              updated_to=updated_to)
+                              updated_to=updated_to, breached=breached,
+                              due_before=_aware_utc(due_before) if due_before else None)
         with Session(engine) as session:
             found = find_tickets(session, wanted, limit=limit + 1, before=_cursor(cursor),
                                  sort=sort)
@@ -348,7 +360,7 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore,
     def organizations(actor: Agent_) -> list[out.Organization]:
         with Session(engine) as session:
             rows = session.exec(select(Organization).order_by(col(Organization.code))).all()
-        return [out.Organization(code=o.code, name=o.name, tax_id=o.tax_id) for o in rows]
+        return [_organization(o) for o in rows]
 
     @api.post("/v1/organizations", response_model=out.Organization, status_code=201,
               tags=["directory"])
@@ -356,7 +368,22 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore,
         made = add_organization(engine, code=body.code, tax_id=body.tax_id, name=body.name,
                                 domains=body.domains)
         _recorded(actor, "organization.create", code=made.code)
-        return out.Organization(code=made.code, name=made.name, tax_id=made.tax_id)
+        return _organization(made)
+
+    @api.patch("/v1/organizations/{code}", response_model=out.Organization,
+               tags=["directory"])
+    def update_organization(code: Annotated[str, Path(max_length=20)],
+                            body: out.OrganizationPatch, actor: Admin_) -> out.Organization:
+        """Put an organization on another SLA plan (admins): its open tickets' clocks follow
+        within seconds; closed tickets keep what they were measured by."""
+        try:
+            found = put_on_plan(engine, code, body.sla_plan)
+        except LookupError as exc:
+            raise ApiProblem(404, "No such organization", str(exc)) from exc
+        except ValueError as exc:
+            raise ApiProblem(422, "Invalid request", str(exc)) from exc
+        _recorded(actor, "organization.update", code=code, sla_plan=body.sla_plan)
+        return _organization(found)
 
     @api.get("/v1/applications", response_model=list[str], tags=["directory"])
     def applications(actor: Agent_) -> list[str]:
@@ -455,6 +482,49 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore,
                                        average=r.average,
                                        stars={str(n): r.stars[n] for n in range(1, 6)})
                      for r in found.ratings])
+
+    @api.get("/v1/sla/calendars", response_model=list[out.SlaCalendarOut], tags=["sla"])
+    def sla_calendars(actor: Agent_) -> list[out.SlaCalendarOut]:
+        """The working-hours calendars SLA plans are measured on."""
+        with Session(engine) as session:
+            return [_calendar(c) for c in session.exec(
+                select(SlaCalendar).order_by(col(SlaCalendar.name)))]
+
+    @api.put("/v1/sla/calendars/{name}", response_model=out.SlaCalendarOut, tags=["sla"])
+    def put_sla_calendar(name: CalendarName, body: out.SlaCalendarIn,
+                         actor: Admin_) -> out.SlaCalendarOut:
+        """Add or replace a calendar (admins). The due times of open tickets on plans using
+        it are worked out again within seconds."""
+        try:
+            row = store_calendar(
+                engine, name, hours=body.hours, timezone=body.timezone, country=body.country,
+                subdivision=body.region,
+                seasons=[{"from": s.start, "to": s.end, "hours": s.hours} for s in body.seasons],
+                extra=[d.isoformat() for d in body.holidays])
+        except (ValueError, LookupError) as exc:
+            raise ApiProblem(422, "Invalid request", str(exc).strip("'\"")) from exc
+        _recorded(actor, "sla.calendar", name=name)
+        return _calendar(row)
+
+    @api.get("/v1/sla/plans", response_model=list[out.SlaPlanOut], tags=["sla"])
+    def sla_plans(actor: Agent_) -> list[out.SlaPlanOut]:
+        """The SLA plans and which organizations are on each."""
+        with Session(engine) as session:
+            return [_plan(session, p) for p in session.exec(
+                select(SlaPlan).order_by(col(SlaPlan.name)))]
+
+    @api.put("/v1/sla/plans/{name}", response_model=out.SlaPlanOut, tags=["sla"])
+    def put_sla_plan(name: PlanName, body: out.SlaPlanIn, actor: Admin_) -> out.SlaPlanOut:
+        """Add or replace a plan (admins). Its open tickets' due times follow within
+        seconds."""
+        try:
+            save_plan(engine, name, calendar=body.calendar, targets=body.targets,
+                      default_priority=body.default_priority, warn_at=body.warn_at)
+        except ValueError as exc:
+            raise ApiProblem(422, "Invalid request", str(exc)) from exc
+        _recorded(actor, "sla.plan", name=name)
+        with Session(engine) as session:
+            return _plan(session, session.exec(select(SlaPlan).where(SlaPlan.name == name)).one())
 
     # ------------------------------------------------------------------ admins
 
@@ -612,6 +682,33 @@ def _applications(session: Session, ids: list[int | None]) -> dict[int, str]:
     return {i: name for i, name in rows if i is not None}
 
 
+def _organization(row: Organization) -> out.Organization:
+    return out.Organization(code=row.code, name=row.name, tax_id=row.tax_id,
+                            sla_plan=row.sla_plan)
+
+
+def _calendar(row: SlaCalendar) -> out.SlaCalendarOut:
+    def week(hours: dict[str, list[list[str]]]) -> dict[str, list[str]]:
+        return {day: [f"{a}-{b}" for a, b in windows] for day, windows in hours.items()}
+
+    return out.SlaCalendarOut(
+        name=row.name, timezone=row.timezone, country=row.country, region=row.subdivision,
+        hours=week(json.loads(row.hours)),
+        seasons=[out.SlaSeason(start=s["from"], end=s["to"], hours=week(s["hours"]))
+                 for s in json.loads(row.seasons)],
+        holidays=json.loads(row.extra_holidays))
+
+
+def _plan(session: Session, row: SlaPlan) -> out.SlaPlanOut:
+    calendar = session.get(SlaCalendar, row.calendar_id)
+    return out.SlaPlanOut(
+        name=row.name, calendar=calendar.name if calendar else "",
+        default_priority=row.default_priority, targets=json.loads(row.targets),
+        warn_at=json.loads(row.warn_at),
+        organizations=list(session.exec(select(Organization.code).where(
+            Organization.sla_plan == row.name).order_by(col(Organization.code)))))
+
+
 def _summary(row: FoundTicket | TicketRecord, agents: dict[int, Agent],
              applications: dict[int, str]) -> dict[str, Any]:
     ticket = row.ticket
@@ -619,8 +716,7 @@ def _summary(row: FoundTicket | TicketRecord, agents: dict[int, Agent],
     return {
         "number": ticket.number, "subject": ticket.subject, "status": ticket.status,
         "priority": ticket.priority, "channel": ticket.channel,
-        "organization": out.Organization(code=row.organization.code, name=row.organization.name,
-                                         tax_id=row.organization.tax_id),
+        "organization": _organization(row.organization),
         "requester": out.Person(name=row.requester.name, email=row.requester.email),
         "application": applications.get(ticket.application_id)
         if ticket.application_id is not None else None,

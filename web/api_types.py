@@ -4,7 +4,7 @@ writes the OpenAPI description served at /api/openapi.json."""
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,6 +28,7 @@ class Organization(BaseModel):
     code: str
     name: str
     tax_id: str
+    sla_plan: str
 
 
 class Person(BaseModel):
@@ -337,3 +338,68 @@ class SlaReport(BaseModel):
     until: datetime
     targets: list[TargetReport]
     ratings: list[RatingsReport]
+
+
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+Target = Literal["first_response", "resolution", "qualify", "plan"]
+WindowText = Annotated[str, Field(pattern=r"^[0-2][0-9]:[0-5][0-9]-[0-2][0-9]:[0-5][0-9]$",
+                                  examples=["09:00-14:00"])]
+MonthDay = Annotated[str, Field(pattern=r"^[01][0-9]-[0-3][0-9]$", examples=["06-15"])]
+Minutes = Annotated[int, Field(ge=1, le=1_000_000)]
+
+
+class SlaSeason(BaseModel):
+    """Hours of their own between two days of every year (both included)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    start: MonthDay = Field(alias="from")
+    end: MonthDay = Field(alias="to")
+    hours: dict[Day, list[WindowText]] = Field(max_length=7)
+
+
+class SlaCalendarIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    timezone: str = Field(default="Europe/Madrid", min_length=1, max_length=64)
+    country: str | None = Field(default="ES", min_length=2, max_length=3,
+                                description="Its public holidays (holidays package); null: none.")
+    region: str | None = Field(default=None, min_length=1, max_length=8,
+                               description='And its region\'s: "AR", "MD", "CT"...')
+    hours: dict[Day, list[WindowText]] = Field(
+        max_length=7, description="Working windows per day; a day left out is not worked.",
+        examples=[{d: ["09:00-14:00", "15:30-18:30"] for d in ("mon", "tue", "wed", "thu",
+                                                                "fri")}])
+    seasons: list[SlaSeason] = Field(default=[], max_length=12)
+    holidays: list[date] = Field(default=[], max_length=366,
+                                 description="Extra days off: local holidays, company days.")
+
+
+class SlaCalendarOut(SlaCalendarIn):
+    name: str
+
+
+class SlaPlanIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    calendar: str = Field(min_length=1, max_length=64)
+    default_priority: Priority = "normal"
+    targets: dict[Target, dict[Priority, Minutes]] = Field(
+        min_length=1, description="Business minutes per target and priority; each target "
+        "names the default priority's (others left out take them). first_response and "
+        "resolution are contractual (the customer sees them), qualify and plan internal.")
+    warn_at: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default=[0.75, 0.9], max_length=5,
+        description="Shares of a target used at which the team is warned (and at breach).")
+
+
+class SlaPlanOut(SlaPlanIn):
+    name: str
+    organizations: list[str] = Field(description="The codes of the organizations on it.")
+
+
+class OrganizationPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sla_plan: str = Field(min_length=1, max_length=32,
+                          description="The SLA plan it is on; its open tickets follow.")
