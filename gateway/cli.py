@@ -27,7 +27,7 @@ from gateway.outbound.render import to_bytes
 from gateway.ratings import queue_reminders
 from gateway.service import Parts, build, run_forever
 from gateway.settings import Settings
-from gateway.sla_clocks import Plans, put_on_plan, save_calendar, save_plan, ticket_clocks
+from gateway.sla_clocks import Plans, ahead, put_on_plan, save_calendar, save_plan, ticket_clocks
 from gateway.sla_report import report
 from gateway.team import TeamError
 from gateway.verification import decide, pending_request_of
@@ -61,6 +61,7 @@ from storage.models import (
     Notification,
     Organization,
     aware,
+    utcnow,
 )
 from storage.team import TicketFilter, find_tickets, ticket_record
 from storage.tickets import contact_by_email, ticket_by_number
@@ -725,7 +726,8 @@ def sla_explain(ctx: click.Context, number: int) -> None:
         plans = Plans(session)
         organization = session.get(Organization, found.organization_id)
         plan = plans.get(organization.sla_plan) if organization else None
-        measured = ticket_clocks(session, found, plans)
+        now = utcnow()
+        measured = ticket_clocks(session, found, plans, now)
     if plan is None or not measured:
         click.echo(f"ticket {number}: no SLA clock (plan "
                    f"{organization.sla_plan if organization else '-'!r}, status {found.status})")
@@ -746,6 +748,9 @@ def sla_explain(ctx: click.Context, number: int) -> None:
         for segment in clock.segments:
             click.echo(f"  {segment.kind:<13} {when(segment.start)} -> {when(segment.end)}  "
                        f"{segment.minutes:.0f} min")
+        for segment in ahead(clock, plan, now):
+            click.echo(f"  {segment.kind:<13} {when(segment.start)} -> {when(segment.end)}  "
+                       f"{segment.minutes:.0f} min (ahead)")
 
 
 @sla.command("calendar")

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, or_, select, update
 
 from gateway import events
-from gateway.business_time import Calendar, Season, Window
+from gateway.business_time import Calendar, Season, Segment, Window
 from gateway.sla import FINAL, PRIORITIES, Change, Clock, Plan, clocks
 from gateway.sla import TARGETS as TARGET_NAMES
 from gateway.workflow import Workflow
@@ -144,6 +144,14 @@ def refresh(session: Session, ticket: Ticket, plans: Plans, now: datetime | None
     for gone in stored.values():  # a target the plan no longer has
         session.delete(gone)
     return rows
+
+
+def ahead(clock: Clock, plan: Plan | None, now: datetime) -> list[Segment]:
+    """The stretches between now and a running clock's due time, if nothing changes: the rest
+    of the explanation of its due time (its ``segments`` end now)."""
+    if plan is None or clock.met_at is not None or clock.due_at is None or clock.breached:
+        return []
+    return plan.calendar.segments(now, clock.due_at, [])
 
 
 def recheck_at(clock: Clock, plan: Plan | None, now: datetime) -> datetime | None:

@@ -132,3 +132,78 @@ def _star(smtp_sink, stars: int) -> str:
     links = links_to(smtp_sink, MARIA, "/rate/")
     assert len(links) >= 5, links
     return links[-5:][stars - 1]
+
+
+def test_an_agent_sees_why_a_ticket_is_due_and_lists_by_due_time(gateway, directory, browser):
+    # Two tickets; the second made urgent from the console: the list sorted by SLA due puts it
+    # first (as serve stores its clocks); its page shows each clock with its plan, and "why"
+    # lists the stretches of time that make each due time; asking the customer pauses them.
+    from sqlmodel import Session, select
+
+    from storage.models import SlaClock
+
+    add_agent(directory, name="Ana Ruiz", email="ana@soporte.example", password=PASSWORD)
+    send_request(gateway, directory)
+    with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=10) as smtp:
+        smtp.sendmail(MARIA, ["soporte@example.com"],
+                      load_mail("outlook-new-request-logo-es.eml"))
+    context, page = sign_in(browser, gateway, "ana@soporte.example")
+    wait_for(lambda: page.reload() or page.get_by_role("link", name="#1002").count() == 1,
+             timeout=30)
+    page.goto(gateway.web_url + "/team/tickets/1002")
+    update = page.locator("#update form")
+    update.get_by_label("Prioridad").select_option(label="urgente")
+    update.get_by_role("button", name="Guardar").click()
+    page.wait_for_load_state()
+    assert page.locator("#priority").inner_text() == "urgente"
+
+    def sorted_by_due() -> list[str]:
+        page.goto(gateway.web_url + "/team/tickets?view=all&sort=due")
+        return [cell.inner_text() for cell in page.locator("td.number").all()]
+
+    wait_for(lambda: sorted_by_due() == ["#1002", "#1001"], timeout=30)
+    assert page.locator("td.due").first.inner_text() != "—"
+    shot(page, "console-sorted-by-due-desktop")
+
+    page.goto(gateway.web_url + "/team/tickets/1002")
+    sla = page.locator("#sla")
+    assert "Plan standard, con el calendario spain (Europe/Madrid)" in sla.inner_text()
+    first = sla.locator("tr[data-target='first_response']")
+    assert "primera respuesta · 30 min" in first.inner_text()
+    assert first.get_attribute("data-state") in ("running", "breached")
+    with Session(directory) as session:
+        stored = {c.target: c for c in session.exec(select(SlaClock))
+                  if c.ticket_id == 2}
+    assert first.locator("td").nth(2).inner_text() != "—"
+    assert stored["first_response"].minutes == 30
+    why = sla.locator("details[data-target='resolution']")
+    why.locator("summary").click()
+    kinds = [item.get_attribute("data-kind") for item in why.locator("li").all()]
+    assert kinds and set(kinds) <= {"running", "outside_hours", "holiday"}
+    assert why.locator("li").first.is_visible()
+    # What is still ahead ends at the due time shown (480 business minutes: never today only).
+    ahead = why.locator("li.ahead")
+    assert ahead.count() >= 2 and "por venir" in ahead.last.inner_text()
+    due = sla.locator("tr[data-target='resolution'] td").nth(2).inner_text()
+    assert ahead.last.locator(".when").inner_text().endswith(due)
+    assert "abierto por correo" in page.locator("ol.history").inner_text()
+    assert "Solicitud recibida" in page.locator("ul.mails").inner_text()
+    shot(page, "console-sla-explained-desktop")
+    page.set_viewport_size({"width": 360, "height": 800})
+    shot(page, "console-sla-explained-phone")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    change_status(page, "Cualificado")
+    change_status(page, "Esperando al cliente",
+                  **{"Qué necesitamos exactamente (para Esperando al cliente)": "El PDF"})
+    sla = page.locator("#sla")
+    assert sla.locator("tr[data-target='qualify']").get_attribute("data-state") in (
+        "met", "breached")
+    assert sla.locator("tr[data-target='resolution']").get_attribute("data-state") == "paused"
+    assert sla.locator("tr[data-target='resolution'] td").nth(2).inner_text() == "—"
+    why = sla.locator("details[data-target='resolution']")
+    why.locator("summary").click()
+    assert why.locator("li").last.get_attribute("data-kind") == "paused"
+    assert "parado (esperando al cliente, o pendiente)" in why.locator("li").last.inner_text()
+    context.close()

@@ -22,7 +22,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 
 from gateway import team
 from gateway.accounts import guessable_for
-from gateway.sla_clocks import Plans, ticket_clocks
+from gateway.sla_clocks import Plans, ahead, ticket_clocks
 from gateway.team import Actor, StaleTicket, TeamError
 from gateway.uploads import MAX_FILES, Upload, check_and_store
 from gateway.workflow import TRANSITIONS, TransitionError
@@ -46,6 +46,7 @@ from web.auth import RENEW_AFTER, client_address
 from web.forms import posted
 from web.metrics import LOGIN_FAILURES, THROTTLED
 from web.throttle import login_keys, seconds_shown
+from web.tickets import note_code
 
 COOKIE = "helpdesk_team"
 PATH = "/team"
@@ -215,9 +216,12 @@ def _ticket(request: Request, agent: Agent, number: int, *, notice: str | None =
         applications = list(session.exec(select(Application).where(col(Application.active))
                                          .order_by(col(Application.name))))
         everyone = {a.id: a for a in session.exec(select(Agent))}
-        sla = ticket_clocks(session, record.ticket, Plans(session))
+        plans, now = Plans(session), utcnow()
+        sla = ticket_clocks(session, record.ticket, plans, now)
+        plan = plans.get_for(record.ticket, session) if sla else None
     return _render(request, "ticket.html", agent, {
-        "sla": sla,
+        "sla": sla, "plan": plan, "note_code": note_code,
+        "ahead": {clock.target: ahead(clock, plan, now) for clock in sla},
         "record": record, "ticket": record.ticket, "agents": agents,
         "everyone": everyone, "applications": applications, "priorities": PRIORITIES,
         "next_statuses": sorted(TRANSITIONS.get(record.ticket.status, ())),
