@@ -9,7 +9,8 @@ from email.message import EmailMessage
 
 import pytest
 
-from gateway.inbound.parse import _lenient_base64, parse
+from gateway.inbound.parse import parse
+from gateway.inbound.parts import lenient_base64 as _lenient_base64
 
 
 def reference_decode(payload: str) -> bytes:
