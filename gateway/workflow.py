@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, timedelta
@@ -65,6 +66,8 @@ log = logging.getLogger("gateway.workflow")
 THREAD_DEPTH = 20  # Message-IDs kept in References: enough to thread, short enough for headers
 EXCERPT_LIMIT = 600  # characters of a held mail shown to the managers who verify its sender
 LOW_RATING = 2  # a rating of this many stars or fewer is mailed to the team
+# Our own ticket tag, as our subjects carry it (templates/email/*.subject).
+OWN_TAG = re.compile(r"\s*\[#\d{1,9}\]\s*")
 
 
 class TransitionError(ValueError):
@@ -257,7 +260,7 @@ class Workflow:
             organization_id=requester.organization_id,
             requester_id=requester.id,
             application_id=application_id,
-            subject=subject[:500],
+            subject=untagged(subject)[:500],
             status=status,
             channel=channel,
             linked_ticket_id=linked_ticket.id if linked_ticket else None,
@@ -457,6 +460,13 @@ class Workflow:
         )
         session.add(notification)
         return notification
+
+
+def untagged(subject: str) -> str:
+    """The customer's subject without our [#NUMBER] tags: a new ticket opened by a reply to
+    another ticket's mail ("Re: RV: [#1001] ...") would otherwise carry both numbers in every
+    mail about it ("[#1002] ... Re: RV: [#1001] ...")."""
+    return " ".join(OWN_TAG.sub(" ", subject).split()) or subject.strip()
 
 
 def _default_priority(session: Session, organization_id: int) -> str:

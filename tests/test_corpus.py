@@ -28,7 +28,8 @@ def expected_headers(raw: bytes) -> tuple[str | None, str | None]:
     """(sender, subject) as the stdlib decodes them, or None where it cannot say. Where a From
     names an address and then gives another in <angle brackets>, the angle address is the sender
     (the stdlib takes the first); where the stdlib can only give replacement characters (raw
-    8-bit headers, multi-byte characters split across encoded words), it cannot say."""
+    8-bit headers, multi-byte characters split across encoded words), it cannot say. Only the
+    domain of an address is lower-cased: its local part is kept as written."""
     try:
         msg = message_from_bytes(raw, policy=policy.default)
         subject = msg["subject"]
@@ -39,14 +40,17 @@ def expected_headers(raw: bytes) -> tuple[str | None, str | None]:
         subject = None
     try:
         addresses = msg["from"].addresses if msg["from"] is not None else ()
-        sender = addresses[0].addr_spec.lower() if addresses else None
+        sender = addresses[0].addr_spec if addresses else None
         raw_from = re.search(rb"^From:([^\n]*)", raw, re.MULTILINE | re.IGNORECASE)
         raw_from = raw_from.group(1).decode("latin-1") if raw_from else ""
         angle = re.search(r"<([^<>\s]+@[^<>\s]+)>", raw_from)
         if angle:
-            sender = angle.group(1).lower()
+            sender = angle.group(1)
         if sender and "@" not in sender:
             sender = None
+        if sender:
+            local, _at, domain = sender.rpartition("@")
+            sender = f"{local}@{domain.lower()}"
     except Exception:
         sender = None
     return sender, subject

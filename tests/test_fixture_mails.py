@@ -2,8 +2,8 @@
 
 The manifest says, per mail: which mails come first ("after"), the status its ticket is in
 before ("status_before", "resolved_days_ago"), and what must follow: outcome, ticket number,
-decoded sender and subject, attachments, the new text of a reply, statuses after, a linked
-ticket, and whether the customer is notified.
+decoded sender and subject, the subject of the ticket, attachments, the text and the new text of
+a reply, statuses after, a linked ticket, and whether the customer is notified.
 """
 
 from __future__ import annotations
@@ -86,6 +86,8 @@ def test_fixture_mail_gets_its_expected_outcome(parts, name):
                                ).first()
         for text in spec.get("text_contains", []):
             assert message is not None and text in message.text, text
+        for text in spec.get("text_excludes", []):
+            assert message is not None and text not in message.text, text
         for text in spec.get("new_text_contains", []):
             assert message is not None and text in message.new_text, (text, message.new_text)
         for text in spec.get("new_text_excludes", []):
@@ -98,6 +100,8 @@ def test_fixture_mail_gets_its_expected_outcome(parts, name):
             assert {a.filename for a in stored} >= {a["filename"] for a in inline}
         for number, status in spec.get("status_after", {}).items():
             assert ticket_by_number(session, int(number)).status == status
+        if "ticket_subject" in spec:
+            assert ticket_by_number(session, outcome.ticket).subject == spec["ticket_subject"]
         if "linked_to" in spec:
             new = ticket_by_number(session, outcome.ticket)
             old = ticket_by_number(session, spec["linked_to"])

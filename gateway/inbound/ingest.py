@@ -365,7 +365,7 @@ class _Run:
     def _new_contact(self, organization_id: int, state: str) -> Contact:
         mail = self.mail
         contact = Contact(organization_id=organization_id, name=mail.from_name or mail.from_address,
-                          email=mail.from_address, state=state, types="")
+                          email=mail.from_address.lower(), state=state, types="")
         self.session.add(contact)
         self.session.flush()
         return contact
