@@ -57,7 +57,7 @@ def gateway(database_url: str, var_dir: Path, storage_dir: Path,
     env.update({"HELPDESK_DATABASE_URL": database_url, "HELPDESK_VAR_DIR": str(var_dir),
                 "HELPDESK_STORAGE_DIR": str(storage_dir), "HELPDESK_SECRET_KEY": SECRET_KEY,
                 "HELPDESK_SMTP_PORT": "0", "HELPDESK_WEB_PORT": "0",
-                "HELPDESK_WEB_PROCESSES": str(web_processes)})
+                "HELPDESK_WEB_PROCESSES": str(web_processes), "HELPDESK_SENDER_AUTH": "off"})
     helpdesk = Path(sys.executable).parent / "helpdesk"
     command = [str(helpdesk)] if helpdesk.exists() else [sys.executable, "-m", "gateway.cli"]
     return running([*command, "serve"], r"web\s+http://\S+:(\d+)/", env)

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import csv
 import dataclasses
+import email.parser
+import email.policy
 import json
 import logging
 import mailbox
@@ -51,6 +53,7 @@ from storage.directory import (
     add_contact,
     add_organization,
     edit_contact,
+    set_sender_auth,
 )
 from storage.migrate import upgrade
 from storage.models import (
@@ -115,6 +118,13 @@ def main(ctx: click.Context, database_url: str | None, storage_dir: Path | None,
 def serve(ctx: click.Context, demo: bool) -> None:
     """Run the SMTP server, the ingest worker, the notifier and the web site."""
     settings = _settings(ctx)
+    if not demo and (refusal := settings.refusal_to_serve()):
+        raise click.ClickException(f"{refusal}. (`serve --demo` runs a local try with a "
+                                   "generated key.)")
+    # Senders are judged by default: held when not authenticated (serve), or only reported
+    # (the demo, whose mail comes from anywhere); HELPDESK_SENDER_AUTH decides otherwise.
+    settings = dataclasses.replace(
+        settings, sender_auth=settings.sender_auth or ("report" if demo else "enforce"))
     logging.getLogger("gateway").setLevel(logging.INFO)
     banner = ""
     if demo:
@@ -237,6 +247,43 @@ def inbound_status(ctx: click.Context) -> None:
         click.echo(f"  {row.id}  {row.channel}  {when} UTC  {row.error}")
 
 
+@inbound_group.command("quarantine")
+@click.option("--limit", default=50, show_default=True)
+@click.pass_context
+def inbound_quarantine(ctx: click.Context, limit: int) -> None:
+    """Mails held because their sender was not authenticated (HELPDESK_SENDER_AUTH=enforce):
+    id, when, who they claim to be, subject and why."""
+    parts = _parts(ctx)
+    with transaction(parts.engine, write=False) as session:
+        rows = inbound.quarantined(session, limit)
+        for row in rows:
+            mail = _headline(parts, row.raw_key)
+            click.echo(f"{row.id}  {row.received_at:%Y-%m-%d %H:%M}  {row.channel}  "
+                       f"{mail[0]}  {mail[1]!r}\n    {row.reason}")
+    if not rows:
+        click.echo("no mail in quarantine")
+
+
+@inbound_group.command("release")
+@click.argument("inbound_id", type=int)
+@click.option("--by", default="cli", show_default=True, help="Who vouches for the sender.")
+@click.pass_context
+def inbound_release(ctx: click.Context, inbound_id: int, by: str) -> None:
+    """Let a quarantined mail through, as if its sender were authenticated: it is processed
+    again (a ticket, a reply...) within seconds by the running gateway."""
+    parts = _parts(ctx)
+    with _told(LookupError):
+        inbound.release_quarantined(parts.engine, inbound_id, by)
+    click.echo(f"mail {inbound_id} released: queued again")
+
+
+def _headline(parts: Parts, raw_key: str) -> tuple[str, str]:
+    """A quarantined mail's From and Subject, as written."""
+    head = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(
+        parts.blobs.get(raw_key))
+    return str(head.get("from", "")), str(head.get("subject", ""))
+
+
 @main.group()
 def org() -> None:
     """Organizations (clientes)."""
@@ -255,6 +302,20 @@ def org_add(ctx: click.Context, code: str, tax_id: str, name: str,
     with _told(DirectoryError):
         add_organization(parts.engine, code=code, tax_id=tax_id, name=name, domains=list(domains))
     click.echo(f"organization {code} added")
+
+
+@org.command("sender-auth")
+@click.argument("code")
+@click.argument("rule", type=click.Choice(["strict", "dmarc"]))
+@click.pass_context
+def org_sender_auth(ctx: click.Context, code: str, rule: str) -> None:
+    """How mail from the organization's domain that fails sender authentication is treated:
+    held for the team (strict, the default), or held only where the domain's DMARC policy
+    says quarantine or reject (dmarc: a customer whose mail server cannot authenticate)."""
+    parts = _parts(ctx)
+    with _told(DirectoryError):
+        set_sender_auth(parts.engine, code, rule)
+    click.echo(f"organization {code}: sender authentication {rule}")
 
 
 @org.command("plan")

@@ -26,6 +26,7 @@ from gateway.channels.imap_poller import ImapPoller
 from gateway.channels.smtp_server import GatewayHandler, bind, start_server
 from gateway.group_commit import GroupCommit
 from gateway.inbound.ingest import Ingestor, Policy
+from gateway.inbound.sender_auth import use_dns_servers
 from gateway.links import RatingLinks, ReplyAddresses
 from gateway.outbound.sender import Sender, sender_from_settings
 from gateway.ratings import forget_old_openings, promote_pending, queue_reminders
@@ -69,6 +70,7 @@ class Parts:
 
 def build(settings: Settings, engine: Engine | None = None) -> Parts:
     engine = engine or make_engine(settings.database_url)
+    use_dns_servers(settings.dns_servers)
     blobs = BlobStore(settings.storage_dir)
     reply = ReplyAddresses(str(settings.secret_key), settings.support_address)
     workflow = Workflow.from_settings(settings)
@@ -90,6 +92,10 @@ def policy(settings: Settings) -> Policy:
         max_attachment_size=settings.max_attachment_size,
         lease_seconds=settings.lease_seconds,
         retry_days=settings.inbound_retry_days,
+        sender_auth=settings.sender_auth or "off",
+        smtp_auth_results=settings.smtp_auth_results,
+        mailbox_auth_results=tuple((m.name, m.auth_results) for m in settings.imap_mailboxes
+                                   if m.auth_results),
     )
 
 
@@ -204,12 +210,12 @@ class Service:
         self.parts.engine.dispose()
 
     async def _store(self, raw: bytes, mail_from: str, rcpt_tos: tuple[str, ...],
-                     peer: str) -> int:
+                     peer: str, helo: str = "") -> int:
         """Durable before 250: the bytes on disk (in parallel across clients), then the queue
         row, committed together with those of the other clients finishing now."""
         key = await asyncio.to_thread(self.parts.blobs.put, raw)
         return await self._committer.record(inbound.Arrival(key, len(raw), "smtp", peer, None,
-                                                            mail_from, rcpt_tos))
+                                                            mail_from, rcpt_tos, helo))
 
     def _wake_workers(self) -> None:
         bump(self.signals.wake)
@@ -324,11 +330,13 @@ def _smtp_hostname(settings: Settings) -> str:
 async def run_forever(settings: Settings, banner: str = "") -> None:
     service = Service(settings)
     await service.start()
+    mail = f"relay {settings.relay_host}" if settings.relay_host else settings.outbox_dir
     print(
         f"helpdesk gateway running\n"
         f"  SMTP  {settings.smtp_host}:{service.smtp_port}  (mail to {settings.support_address})\n"
         f"  web   http://{settings.web_host}:{service.web_port}/\n"
-        f"  mail  {'relay ' + settings.relay_host if settings.relay_host else settings.outbox_dir}"
+        f"  mail  {mail}\n"
+        f"  senders  {settings.sender_auth or 'off'} (HELPDESK_SENDER_AUTH)"
         f"{banner}",
         flush=True,
     )

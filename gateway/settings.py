@@ -90,6 +90,16 @@ class Settings:
     company_name: str = "Soporte"
     logo_url: str = "/static/logo.svg"
     privacy_url: str = "/privacy"
+    # Sender authentication (gateway.inbound.sender_auth): off / report / enforce; None until
+    # the command decides (serve: enforce, serve --demo: report).
+    sender_auth: str | None = None
+    smtp_auth_results: str = ""  # trust this authserv-id's Authentication-Results on SMTP
+    dns_servers: tuple[str, ...] = ()  # resolve through these instead of the system's
+    secret_key_given: bool = True  # HELPDESK_SECRET_KEY set (not the generated demo key)
+
+    @property
+    def sender_auth_mode(self) -> str:
+        return self.sender_auth or "enforce"
 
     @property
     def session_lifetime(self) -> timedelta:
@@ -122,6 +132,7 @@ class Settings:
             relay_user=get("RELAY_USER", ""),
             relay_password=Secret(get("RELAY_PASSWORD", "")),
             secret_key=Secret(get("SECRET_KEY", "") or _stored_secret(var_dir)),
+            secret_key_given=bool(get("SECRET_KEY", "")),
             public_url=get("PUBLIC_URL", _local_url(get("WEB_HOST", "127.0.0.1"),
                                                     get("WEB_PORT", "8000"))).rstrip("/"),
             web_host=get("WEB_HOST", "127.0.0.1"),
@@ -159,7 +170,26 @@ class Settings:
             company_name=get("COMPANY_NAME", "") or get("FROM_NAME", "Soporte"),
             logo_url=get("LOGO_URL", "/static/logo.svg"),
             privacy_url=get("PRIVACY_URL", "/privacy"),
+            sender_auth=_choice(get("SENDER_AUTH", ""), ("", *SENDER_AUTH_MODES)) or None,
+            smtp_auth_results=get("SMTP_AUTH_RESULTS", "").strip(),
+            dns_servers=_list(get("DNS_SERVERS", "")),
         )
+
+    def refusal_to_serve(self) -> str | None:
+        """Why ``serve`` (not ``serve --demo``) must not start with these settings: a secret
+        key that is missing, short or one published in our own examples, which would let
+        anyone sign reply addresses, star links and session cookies. None when fine."""
+        key = str(self.secret_key).strip() if self.secret_key_given else ""
+        make = ("make one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+                " (the same on every process)")
+        if not key:
+            return f"HELPDESK_SECRET_KEY is not set; {make}"
+        if len(key) < MIN_SECRET_KEY_LENGTH:
+            return (f"HELPDESK_SECRET_KEY is too short ({len(key)} characters, at least "
+                    f"{MIN_SECRET_KEY_LENGTH}); {make}")
+        if key.lower() in PUBLISHED_SECRET_KEYS or "change-me" in key.lower():
+            return f"HELPDESK_SECRET_KEY is an example published with the gateway; {make}"
+        return None
 
     def accepts_recipient(self, address: str) -> bool:
         """True if ``address`` is one of our support domains (RFC 5321 §3.6: we are no relay)."""
@@ -172,7 +202,7 @@ class Settings:
 
 # RFC 2177 §3: a client must re-issue IDLE at least every 29 minutes or the server may log it off.
 IMAP_IDLE_LIMIT = 29 * 60.0
-IMAP_OPTIONS = ("move_to", "starttls", "verify", "cafile", "oauth2_token_file")
+IMAP_OPTIONS = ("move_to", "starttls", "verify", "cafile", "oauth2_token_file", "auth_results")
 
 
 @dataclass(frozen=True)
@@ -189,6 +219,9 @@ class ImapMailbox:
     cafile: Path | None = None  # trust these CA certificates instead of the system's
     oauth2_token_file: Path | None = None  # XOAUTH2 with the access token kept in this file
     move_to: str | None = None  # move stored mail to this folder instead of flagging it
+    # Trust the Authentication-Results of this authserv-id (the provider's: "mx.google.com",
+    # "microsoft365"), as the mailbox's mail has no client address to check SPF against.
+    auth_results: str = ""
 
     @property
     def name(self) -> str:
@@ -247,7 +280,17 @@ def _imap_mailbox(url: str) -> ImapMailbox:
         cafile=Path(cafile) if cafile else None,
         oauth2_token_file=Path(token_file) if token_file else None,
         move_to=options.get("move_to") or None,
+        auth_results=(options.get("auth_results") or "").strip(),
     )
+
+
+SENDER_AUTH_MODES = ("off", "report", "enforce")
+MIN_SECRET_KEY_LENGTH = 32
+# Keys printed in our own files and in common examples: never a production key.
+PUBLISHED_SECRET_KEYS = frozenset({
+    "change-me-in-production", "changeme", "change-me", "secret", "secret-key", "your-secret-key",
+    "please-change-me", "dev", "development", "insecure", "helpdesk",
+})
 
 
 def _local_url(host: str, port: str) -> str:

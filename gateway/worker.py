@@ -73,11 +73,11 @@ def run_ingest(settings: Settings, signals: Signals, slot: int, worker_id: str,
             wait_for_change(signals.wake, seen, settings.worker_poll_seconds)
             continue
         batch: list[tuple[int, Prepared | BaseException]] = []
-        for queue_id, key in leased:
+        for mail in leased:
             try:
-                batch.append((queue_id, ingestor.prepare(key)))
+                batch.append((mail.id, ingestor.prepare(mail)))
             except Exception as exc:  # apply keeps it as failed, or queues it again
-                batch.append((queue_id, exc))
+                batch.append((mail.id, exc))
         try:
             ingestor.apply(batch)
         except Exception as exc:  # the leases are put back, or run out, and are taken again

@@ -94,3 +94,21 @@ def add_application(engine: Engine, name: str) -> Application:
 def is_empty(engine: Engine) -> bool:
     with Session(engine) as session:
         return session.exec(select(func.count()).select_from(Organization)).one() == 0
+
+
+def set_sender_auth(engine: Engine, code: str, rule: str) -> Organization:
+    """How mail from an organization's domain that fails sender authentication is treated:
+    "strict" (held for the team) or "dmarc" (held only where the domain's DMARC policy says
+    quarantine or reject: for a customer whose mail server cannot authenticate)."""
+    if rule not in ("strict", "dmarc"):
+        raise DirectoryError(f"sender authentication rule {rule!r}: strict or dmarc")
+    with transaction(engine) as session:
+        found = session.exec(select(Organization).where(Organization.code == code)).first()
+        if found is None:
+            raise DirectoryError(f"no organization with code {code}")
+        found.sender_auth = rule
+        session.add(found)
+        session.flush()
+        session.refresh(found)
+        session.expunge(found)
+        return found

@@ -66,8 +66,13 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return found
 
 
+class Unavailable(Exception):
+    """A service outside the database and the disk that cannot answer for now (DNS): the work
+    that needed it is put back and done again later."""
+
+
 def _unavailable(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
+    if isinstance(exc, MemoryError | Unavailable):
         return True
     if isinstance(exc, OSError):
         return isinstance(exc, TimeoutError) or exc.errno in TEMPORARY_ERRNOS

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import and_, or_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -30,6 +31,19 @@ class Arrival:
     source_ref: str | None = None
     mail_from: str = ""
     rcpt_to: tuple[str, ...] = ()
+    helo: str = ""
+
+
+class Leased(NamedTuple):
+    """A queued mail taken by a worker: what it needs to prepare it outside any transaction."""
+
+    id: int
+    raw_key: str
+    channel: str
+    source: str
+    mail_from: str
+    helo: str
+    released: bool  # let through sender authentication by an agent
 
 
 def enqueue(
@@ -55,7 +69,8 @@ def record(engine: Engine, arrivals: list[Arrival], lock_wait: float | None = No
     rows = [
         InboundMessage(
             channel=a.channel, source=a.source[:255], source_ref=a.source_ref,
-            mail_from=a.mail_from[:320], rcpt_to=",".join(a.rcpt_to), raw_key=a.key,
+            mail_from=a.mail_from[:320], helo=a.helo[:255], rcpt_to=",".join(a.rcpt_to),
+            raw_key=a.key,
             raw_sha256=a.key, size=a.size,
         )
         for a in arrivals
@@ -76,10 +91,10 @@ MAX_ATTEMPTS = 5
 def lease(
     engine: Engine, worker: str, limit: int, inbound_id: int | None = None,
     stale: timedelta = STALE_LEASE, now: datetime | None = None,
-) -> list[tuple[int, str]]:
-    """Take up to ``limit`` queued mails (oldest first, or the one named) for ``worker``;
-    return their (queue id, raw blob key). Committed at once, so parsing happens outside any
-    transaction; PostgreSQL workers skip rows that another is leasing right now.
+) -> list[Leased]:
+    """Take up to ``limit`` queued mails (oldest first, or the one named) for ``worker``.
+    Committed at once, so parsing happens outside any transaction; PostgreSQL workers skip
+    rows that another is leasing right now.
 
     A mail whose last lease ended without an outcome (its worker died, maybe because of it) is
     leased alone, so that a mail that kills its worker takes no other mail down with it."""
@@ -112,7 +127,8 @@ def lease(
             row.state, row.claimed_by, row.claimed_at = "processing", worker, now
             row.attempts += 1
             session.add(row)
-            leased.append((row.id, row.raw_key))
+            leased.append(Leased(row.id, row.raw_key, row.channel, row.source, row.mail_from,
+                                 row.helo, row.released_by is not None))
             if row.attempts > 1:
                 break
     return leased
@@ -256,3 +272,26 @@ def queued_from(engine: Engine, channel: str, source: str, source_ref: str) -> i
             InboundMessage.source_ref == source_ref,
         )
         return session.exec(query).first()
+
+
+def quarantined(session: Session, limit: int = 100) -> list[InboundMessage]:
+    """Mails held because their sender was not authenticated, the newest first."""
+    return list(session.exec(select(InboundMessage).where(
+        InboundMessage.outcome == "quarantined").order_by(col(InboundMessage.id).desc())
+        .limit(limit)))
+
+
+def release_quarantined(engine: Engine, inbound_id: int, by: str) -> InboundMessage:
+    """Let a quarantined mail through: queued again, and judged as if its sender were
+    authenticated (an agent vouched for it: ``by``). LookupError if it is not quarantined."""
+    with transaction(engine) as session:
+        row = session.get(InboundMessage, inbound_id)
+        if row is None or row.outcome != "quarantined":
+            raise LookupError(f"no quarantined mail {inbound_id}")
+        row.state, row.outcome, row.reason = "queued", None, None
+        row.released_by, row.processed_at = by[:200], None
+        row.claimed_by = row.claimed_at = None
+        session.add(row)
+        session.flush()
+        session.expunge(row)
+        return row

@@ -46,6 +46,10 @@ class Organization(SQLModel, table=True):
     tax_id: str = Field(max_length=32)  # CIF
     name: str = Field(max_length=200)
     sla_plan: str = Field(default="standard", max_length=32)
+    # Mail from its domain that fails sender authentication: held always ("strict"), or only
+    # where the domain's DMARC policy says quarantine or reject ("dmarc"), for a customer whose
+    # mail server cannot authenticate.
+    sender_auth: str = Field(default="strict", max_length=8)
     created_at: datetime = Field(default_factory=utcnow)
     # Raised by the database (triggers of migration 0010) whenever one of the organization's
     # tickets is added, changed or removed: what the customer area's list cache is keyed by.
@@ -315,6 +319,7 @@ class InboundMessage(SQLModel, table=True):
     source: str = Field(default="", max_length=255)  # peer address, mailbox, or file name
     source_ref: str | None = Field(default=None, max_length=255)  # e.g. "UIDVALIDITY:UID"
     mail_from: str = Field(default="", max_length=320)
+    helo: str = Field(default="", max_length=255)  # the SMTP client's HELO/EHLO name
     rcpt_to: str = Field(default="", sa_column=Column(Text, nullable=False))
     raw_key: str = Field(max_length=80)
     raw_sha256: str = Field(max_length=64)
@@ -336,6 +341,11 @@ class InboundMessage(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text))
     received_at: datetime = Field(default_factory=utcnow)
     processed_at: datetime | None = Field(default=None)
+    # Sender authentication (gateway.inbound.sender_auth): the verdict as JSON, whether the
+    # From domain passed aligned (None: not judged), and who released it from quarantine.
+    sender_auth: str | None = Field(default=None, sa_column=Column(Text))
+    authenticated: bool | None = None
+    released_by: str | None = Field(default=None, max_length=200)
 
 
 class InboundClaim(SQLModel, table=True):

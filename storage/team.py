@@ -17,6 +17,7 @@ from storage.models import (
     Application,
     Attachment,
     Contact,
+    InboundMessage,
     Message,
     Notification,
     Organization,
@@ -140,6 +141,8 @@ class TicketRecord:
     attachments: list[Attachment] = field(default_factory=list)
     history: list[StatusChange] = field(default_factory=list)
     notifications: list[Notification] = field(default_factory=list)
+    # Per message that came by mail: its inbound row (sender authentication verdict).
+    inbound: dict[int, InboundMessage] = field(default_factory=dict)
 
 
 def ticket_record(session: Session, number: int) -> TicketRecord | None:
@@ -151,10 +154,14 @@ def ticket_record(session: Session, number: int) -> TicketRecord | None:
     assert organization is not None and requester is not None
     application = (session.get(Application, ticket.application_id)
                    if ticket.application_id is not None else None)
+    messages = list(session.exec(select(Message).where(Message.ticket_id == ticket.id)
+                                 .order_by(col(Message.created_at), col(Message.id))))
+    arrivals = {m.inbound_id: m.id for m in messages if m.inbound_id is not None}
+    rows = session.exec(select(InboundMessage).where(
+        col(InboundMessage.id).in_(list(arrivals)))).all() if arrivals else []
     return TicketRecord(
-        ticket, organization, requester, application,
-        messages=list(session.exec(select(Message).where(Message.ticket_id == ticket.id)
-                                   .order_by(col(Message.created_at), col(Message.id)))),
+        ticket, organization, requester, application, messages=messages,
+        inbound={arrivals[row.id]: row for row in rows if row.id is not None},
         attachments=list(session.exec(select(Attachment)
                                       .where(Attachment.ticket_id == ticket.id)
                                       .order_by(col(Attachment.id)))),

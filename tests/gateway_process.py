@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -18,7 +19,10 @@ class GatewayProcess:
     def __init__(self, db_url: str, var_dir: Path, **env: str) -> None:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("HELPDESK_")}
         self.env.update({"HELPDESK_DATABASE_URL": db_url, "HELPDESK_VAR_DIR": str(var_dir),
-                         "HELPDESK_SECRET_KEY": "process-test-key", "HELPDESK_SMTP_PORT": "0",
+                         # serve refuses a short or published key (a fresh one per gateway),
+                         # and judges senders only where a test asks for it.
+                         "HELPDESK_SECRET_KEY": secrets.token_urlsafe(32),
+                         "HELPDESK_SENDER_AUTH": "off", "HELPDESK_SMTP_PORT": "0",
                          "HELPDESK_WEB_PORT": "0", "HELPDESK_WORKER_POLL_SECONDS": "0.2",
                          "HELPDESK_WEB_PROCESSES": "1", **env})
         self.lines: list[str] = []

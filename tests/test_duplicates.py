@@ -53,8 +53,8 @@ def test_copies_applied_at_the_same_moment_become_one_ticket(parts, db_url):
     def apply(inbound_id: int) -> None:
         worker = Ingestor(parts.engine, parts.blobs, parts.workflow, parts.ingestor.reply,
                           parts.ingestor.policy)
-        ((queue_id, key),) = worker.lease(1, inbound_id)
-        (outcome,) = worker.apply([(queue_id, worker.prepare(key))])
+        (leased,) = worker.lease(1, inbound_id)
+        (outcome,) = worker.apply([(leased.id, worker.prepare(leased))])
         outcomes[inbound_id] = outcome
 
     with ticket_numbers_held(db_url) as holder:

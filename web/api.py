@@ -12,6 +12,8 @@ command line and the customer area (gateway.workflow).
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations, some of
 # them names local to create_api.
+import email.parser
+import email.policy
 import json
 import logging
 from datetime import UTC, datetime, timedelta
@@ -39,13 +41,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import team, webhooks
 from gateway.inbound.attachments import DEFAULT_MAX_SIZE
+from gateway.inbound.sender_auth import Verdict
 from gateway.sla import Clock
 from gateway.sla_clocks import Plans, put_on_plan, save_plan, store_calendar, ticket_clocks
 from gateway.sla_report import report
 from gateway.team import Actor, StaleTicket, TeamError
 from gateway.uploads import MAX_FILES, Upload, check_and_store
 from gateway.workflow import TransitionError, Workflow
-from storage import sessions
+from storage import inbound, sessions
 from storage.agents import add_agent, agent_for_token, agents
 from storage.blobs import BlobStore
 from storage.db import transaction
@@ -55,6 +58,7 @@ from storage.directory import (
     add_contact,
     add_organization,
     edit_contact,
+    set_sender_auth,
 )
 from storage.faults import is_unavailable
 from storage.models import (
@@ -62,6 +66,7 @@ from storage.models import (
     AgentSession,
     Application,
     Contact,
+    InboundMessage,
     Organization,
     SlaCalendar,
     SlaPlan,
@@ -374,16 +379,52 @@ def create_api(engine: Engine, workflow: Workflow, blobs: BlobStore,
                tags=["directory"])
     def update_organization(code: Annotated[str, Path(max_length=20)],
                             body: out.OrganizationPatch, actor: Admin_) -> out.Organization:
-        """Put an organization on another SLA plan (admins): its open tickets' clocks follow
-        within seconds; closed tickets keep what they were measured by."""
-        try:
-            found = put_on_plan(engine, code, body.sla_plan)
-        except LookupError as exc:
-            raise ApiProblem(404, "No such organization", str(exc)) from exc
-        except ValueError as exc:
-            raise ApiProblem(422, "Invalid request", str(exc)) from exc
-        _recorded(actor, "organization.update", code=code, sla_plan=body.sla_plan)
+        """Put an organization on another SLA plan (its open tickets' clocks follow within
+        seconds; closed tickets keep what they were measured by), or change how mail from its
+        domain that fails sender authentication is treated. Admins only."""
+        with Session(engine) as session:
+            found = session.exec(select(Organization).where(Organization.code == code)).first()
+        if found is None:
+            raise ApiProblem(404, "No such organization", f"no organization with code {code}")
+        if body.sla_plan is not None:
+            try:
+                found = put_on_plan(engine, code, body.sla_plan)
+            except ValueError as exc:
+                raise ApiProblem(422, "Invalid request", str(exc)) from exc
+        if body.sender_auth is not None:
+            found = set_sender_auth(engine, code, body.sender_auth)
+        _recorded(actor, "organization.update", code=code,
+                  **body.model_dump(exclude_none=True))
         return _organization(found)
+
+    @api.get("/v1/quarantine", response_model=list[out.QuarantinedOut], tags=["directory"])
+    def quarantine(actor: Agent_, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+                   ) -> list[out.QuarantinedOut]:
+        """Mails held because their sender was not authenticated, the newest first: nothing
+        was done with them (no ticket, no answer) until an agent releases one."""
+        with Session(engine) as session:
+            rows = inbound.quarantined(session, limit)
+        return [_quarantined(row) for row in rows if row.id is not None]
+
+    @api.post("/v1/quarantine/{inbound_id}/release", response_model=out.Released,
+              tags=["directory"])
+    def release(inbound_id: Id, actor: Agent_) -> out.Released:
+        """Let a quarantined mail through as if its sender were authenticated (the agent
+        vouches for it): processed again within seconds, into a ticket or a reply."""
+        try:
+            row = inbound.release_quarantined(engine, inbound_id, f"{actor.agent.email} (API)")
+        except LookupError as exc:
+            raise ApiProblem(404, "Not in quarantine", str(exc)) from exc
+        _recorded(actor, "inbound.release", id=inbound_id)
+        return out.Released(id=inbound_id, released_by=row.released_by or "")
+
+    def _quarantined(row: InboundMessage) -> out.QuarantinedOut:
+        head = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(
+            blobs.get(row.raw_key))
+        return out.QuarantinedOut(
+            id=row.id, received_at=aware(row.received_at), channel=row.channel,
+            sender=str(head.get("from", ""))[:320], subject=str(head.get("subject", ""))[:500],
+            reason=row.reason or "")
 
     @api.get("/v1/applications", response_model=list[str], tags=["directory"])
     def applications(actor: Agent_) -> list[str]:
@@ -684,7 +725,16 @@ def _applications(session: Session, ids: list[int | None]) -> dict[int, str]:
 
 def _organization(row: Organization) -> out.Organization:
     return out.Organization(code=row.code, name=row.name, tax_id=row.tax_id,
-                            sla_plan=row.sla_plan)
+                            sla_plan=row.sla_plan, sender_auth=row.sender_auth)
+
+
+def _sender_auth(row: InboundMessage | None) -> out.SenderAuthOut | None:
+    verdict = Verdict.from_json(row.sender_auth) if row is not None else None
+    if row is None or (verdict is None and row.released_by is None):
+        return None
+    return out.SenderAuthOut(authenticated=row.authenticated,
+                             summary=verdict.summary() if verdict else "",
+                             released_by=row.released_by)
 
 
 def _calendar(row: SlaCalendar) -> out.SlaCalendarOut:
@@ -735,7 +785,8 @@ def _detail(record: TicketRecord, agents: dict[int, Agent], applications: dict[i
         messages=[out.MessageOut(
             id=m.id, direction=m.direction, channel=m.channel, internal=m.internal,
             author=m.from_address, subject=m.subject, new_text=m.new_text or m.text,
-            text=m.text, automatic=m.automatic, created_at=aware(m.created_at))
+            text=m.text, automatic=m.automatic, created_at=aware(m.created_at),
+            sender_auth=_sender_auth(record.inbound.get(m.id)))
             for m in record.messages if m.id is not None],
         files=[out.FileOut(
             id=f.id, message_id=f.message_id, filename=f.filename,

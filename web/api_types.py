@@ -29,6 +29,7 @@ class Organization(BaseModel):
     name: str
     tax_id: str
     sla_plan: str
+    sender_auth: Literal["strict", "dmarc"] = "strict"
 
 
 class Person(BaseModel):
@@ -62,6 +63,12 @@ class TicketList(BaseModel):
                                                 "on the last one.")
 
 
+class SenderAuthOut(BaseModel):
+    authenticated: bool | None = Field(description="null: not judged (off, or DNS failed).")
+    summary: str = Field(description="spf=... dkim=... dmarc=...; aligned or not.")
+    released_by: str | None = Field(description="Who let it out of quarantine, if anyone.")
+
+
 class MessageOut(BaseModel):
     id: int
     direction: Literal["in", "out"]
@@ -74,6 +81,9 @@ class MessageOut(BaseModel):
     text: str = Field(description="The whole text, quoted history included.")
     automatic: bool
     created_at: datetime
+    sender_auth: SenderAuthOut | None = Field(
+        default=None, description="For a mail: whether its From domain was authenticated "
+        "(SPF or DKIM aligned) and how; null when not judged.")
 
 
 class FileOut(BaseModel):
@@ -401,5 +411,23 @@ class SlaPlanOut(SlaPlanIn):
 class OrganizationPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    sla_plan: str = Field(min_length=1, max_length=32,
-                          description="The SLA plan it is on; its open tickets follow.")
+    sla_plan: str | None = Field(default=None, min_length=1, max_length=32,
+                                 description="The SLA plan it is on; its open tickets follow.")
+    sender_auth: Literal["strict", "dmarc"] | None = Field(
+        default=None, description="Mail from its domain that fails sender authentication is "
+        "held always (strict), or only where the domain's DMARC policy says quarantine or "
+        "reject (dmarc: for a customer whose mail server cannot authenticate).")
+
+
+class Released(BaseModel):
+    id: int
+    released_by: str
+
+
+class QuarantinedOut(BaseModel):
+    id: int
+    received_at: datetime
+    channel: str
+    sender: str = Field(description="The From address the mail claims.")
+    subject: str
+    reason: str = Field(description="Why it was held: the authentication verdict.")

@@ -24,8 +24,8 @@ ERR_451_STORE = "451 4.3.0 Temporary failure storing the message, try again late
 ERR_550_RELAY = "550 5.7.1 Relaying denied: this server only accepts mail for its own domains"
 ERR_554_NO_RCPT = "554 5.5.1 No valid recipients"
 
-# store(raw, mail_from, rcpt_tos, peer) -> inbound queue id, once durably stored.
-StoreFunction = Callable[[bytes, str, tuple[str, ...], str], Awaitable[int]]
+# store(raw, mail_from, rcpt_tos, peer, helo) -> inbound queue id, once durably stored.
+StoreFunction = Callable[[bytes, str, tuple[str, ...], str, str], Awaitable[int]]
 
 
 class GatewayHandler:
@@ -63,7 +63,8 @@ class GatewayHandler:
         peer = str(session.peer[0]) if isinstance(session.peer, tuple) else str(session.peer)
         try:
             inbound_id = await asyncio.wait_for(
-                self.store(raw, envelope.mail_from or "", tuple(envelope.rcpt_tos), peer),
+                self.store(raw, envelope.mail_from or "", tuple(envelope.rcpt_tos), peer,
+                           str(session.host_name or "")),
                 self.store_timeout)
         except TimeoutError:
             log.warning("storing a %d-byte mail from %s took too long; answered 451", len(raw),

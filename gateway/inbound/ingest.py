@@ -10,13 +10,13 @@ kept as failed with its error (``helpdesk inbound retry`` queues it again).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from gateway.inbound import attachments
+from gateway.inbound import attachments, sender_auth
 from gateway.inbound.correlate import Clues, clues
 from gateway.inbound.parse import ParsedMail
 from gateway.inbound.prepare import Prepared, PreparedFile, prepare
@@ -28,7 +28,7 @@ from storage import inbound
 from storage.blobs import BlobStore
 from storage.db import transaction
 from storage.faults import describe, is_temporary
-from storage.models import Contact, InboundMessage, Message, Ticket, utcnow
+from storage.models import Contact, InboundMessage, Message, Organization, Ticket, utcnow
 from storage.queues import new_holder
 from storage.tickets import (
     add_files,
@@ -43,8 +43,8 @@ from storage.tickets import (
 
 log = logging.getLogger("gateway.ingest")
 
-OUTCOMES = ("created", "threaded", "duplicate", "autoreply", "bounce", "held", "rejected",
-            "failed")
+OUTCOMES = ("created", "threaded", "duplicate", "autoreply", "bounce", "held", "quarantined",
+            "rejected", "failed")
 # Not an outcome: the mail met a temporary error and waits in the queue to be tried again.
 RETRY = "retry"
 
@@ -63,6 +63,9 @@ class Policy:
     max_attachment_size: int = attachments.DEFAULT_MAX_SIZE
     lease_seconds: float = 30.0
     retry_days: float = 5.0  # a mail meeting temporary errors is retried this long
+    sender_auth: str = "off"  # off / report / enforce (gateway.inbound.sender_auth)
+    smtp_auth_results: str = ""  # trust this authserv-id's Authentication-Results on SMTP
+    mailbox_auth_results: tuple[tuple[str, str], ...] = ()  # (mailbox name, authserv-id)
 
 
 # The attachment fields of the `ingest --json` contract.
@@ -110,20 +113,42 @@ class Ingestor:
         leased = self.lease(1, inbound_id)
         if not leased:
             return None
-        queue_id, raw_key = leased[0]
         try:
-            prepared: Prepared | BaseException = self.prepare(raw_key)
+            prepared: Prepared | BaseException = self.prepare(leased[0])
         except Exception as exc:
             prepared = exc
-        outcomes = self.apply([(queue_id, prepared)])
+        outcomes = self.apply([(leased[0].id, prepared)])
         return outcomes[0] if outcomes else None
 
-    def lease(self, limit: int, inbound_id: int | None = None) -> list[tuple[int, str]]:
+    def lease(self, limit: int, inbound_id: int | None = None) -> list[inbound.Leased]:
         return inbound.lease(self.engine, self.worker_id, limit, inbound_id,
                              stale=timedelta(seconds=self.policy.lease_seconds))
 
-    def prepare(self, raw_key: str) -> Prepared:
-        return prepare(raw_key, self.blobs.root, self.policy.max_attachment_size)
+    def prepare(self, leased: inbound.Leased) -> Prepared:
+        """Parse the mail and judge its sender (DNS lookups, outside any transaction). Raises
+        DnsUnavailable when the verdict must wait (enforce): the mail is tried again later."""
+        prepared = prepare(leased.raw_key, self.blobs.root, self.policy.max_attachment_size)
+        if self.policy.sender_auth == "off" or leased.released or prepared.mail.error:
+            return prepared
+        return replace(prepared, auth=self.authenticate(leased, prepared))
+
+    def authenticate(self, leased: inbound.Leased, prepared: Prepared) -> sender_auth.Verdict:
+        from_domain = sender_auth.domain_of(prepared.mail.from_address)
+        trusted_id = (self.policy.smtp_auth_results if leased.channel == "smtp"
+                      else dict(self.policy.mailbox_auth_results).get(leased.source, ""))
+        if trusted_id:
+            raw = self.blobs.get(leased.raw_key)
+            return sender_auth.trusted(raw, trusted_id, from_domain) or sender_auth.Verdict(
+                from_domain, by=trusted_id, notes=(f"no Authentication-Results of {trusted_id}",))
+        raw = self.blobs.get(leased.raw_key)
+        try:
+            return sender_auth.check(
+                raw, from_domain=from_domain, mail_from=leased.mail_from,
+                ip=leased.source if leased.channel == "smtp" else "", helo=leased.helo)
+        except sender_auth.DnsUnavailable as exc:
+            if self.policy.sender_auth == "enforce":
+                raise
+            return sender_auth.Verdict(from_domain, temporary=True, notes=(str(exc),))
 
     def apply(self, batch: list[tuple[int, Prepared | BaseException]]) -> list[Outcome]:
         """Write the outcomes of prepared mails in one transaction, each mail in a savepoint so
@@ -200,7 +225,7 @@ class _Run:
         if mail.error:
             return self.finish("failed", None, f"unparsable: {mail.error}")
         earlier = inbound.claim(session, self.row)
-        if earlier is not None:
+        if earlier is not None and earlier.id != self.row.id:  # (itself: released, again)
             ticket = session.get(Ticket, earlier.ticket_id) if earlier.ticket_id else None
             return self.finish("duplicate", ticket, f"same mail as inbound {earlier.id}")
         found_bounce = bounce.check(mail, self._envelope_sender())
@@ -214,6 +239,10 @@ class _Run:
         if not mail.from_address:
             return self.finish("rejected", None, "no sender address")
         contact = contact_by_email(session, mail.from_address)
+        self._record_auth()
+        unauthenticated = self._impersonation(contact)
+        if unauthenticated:
+            return self.finish("quarantined", None, unauthenticated)
         automatic = autoreply.check(mail)
         if automatic:
             return self._autoreply(contact, automatic)
@@ -298,6 +327,10 @@ class _Run:
                 notify=False)
             self._store(ticket, stranger, split=False, opening=True)
             return self.finish("created", ticket, "unknown sender, kept for the team")
+        if self.prepared.auth is not None and not self.prepared.auth.authenticated:
+            # A refusal to a forged address would be backscatter: the mail is recorded only.
+            return self.finish("rejected", None, "unknown sender (not authenticated: not "
+                                                 "answered)")
         self.ing.workflow.notify_refused_sender(
             session, address=mail.from_address, name=mail.from_name, subject=mail.subject,
             thread=self._thread())
@@ -326,6 +359,33 @@ class _Run:
         ticket = self.session.get(Ticket, notes[0].ticket_id) if notes and notes[0].ticket_id \
             else None
         return self.finish("bounce", ticket, found.reason)
+
+    # ------------------------------------------------------------------ sender authentication
+
+    def _record_auth(self) -> None:
+        verdict = self.prepared.auth
+        if verdict is not None:  # (a mail released from quarantine keeps its first verdict)
+            self.row.sender_auth = verdict.to_json()
+            self.row.authenticated = verdict.authenticated
+
+    def _impersonation(self, contact: Contact | None) -> str | None:
+        """Why the mail is held for the team instead of acting for someone we know (a contact,
+        or anyone of an organization's domain): enforce, and no SPF or DKIM pass aligned with
+        its From domain. An organization set to "dmarc" is held only where its domain's
+        DMARC policy asks for quarantine or reject. None when it may go on."""
+        verdict = self.prepared.auth
+        if self.policy.sender_auth != "enforce" or verdict is None or verdict.authenticated:
+            return None
+        domain = self.mail.from_address.rpartition("@")[2]
+        org_id = contact.organization_id if contact is not None \
+            else organization_id_for_domain(self.session, domain)
+        if org_id is None:  # nobody we know is claimed: the rules for strangers apply
+            return None
+        organization = self.session.get(Organization, org_id)
+        if organization is not None and organization.sender_auth == "dmarc" \
+                and verdict.dmarc_policy not in {"quarantine", "reject"}:
+            return None
+        return f"sender not authenticated: {verdict.summary()}"
 
     # ------------------------------------------------------------------ helpers
 

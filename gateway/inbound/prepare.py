@@ -16,6 +16,7 @@ from pathlib import Path
 from gateway.inbound import attachments
 from gateway.inbound.parse import ParsedMail, parse
 from gateway.inbound.quotes import split_reply
+from gateway.inbound.sender_auth import Verdict
 from storage.blobs import BlobStore
 from storage.tickets import FileRecord
 
@@ -34,6 +35,7 @@ class Prepared:
     mail: ParsedMail  # without attachment payloads
     files: tuple[PreparedFile, ...]
     new_text: str  # the text without its quoted history (used when the mail is a reply)
+    auth: Verdict | None = None  # the sender's authentication, when judged (Ingestor.prepare)
 
 
 def prepare(raw_key: str, storage_dir: str | Path, max_attachment_size: int) -> Prepared:
