@@ -209,3 +209,14 @@ def test_uudecode_lines_tolerates_stripped_trailing_spaces():
     lines = [binascii.b2a_uu(data[i:i + 45], backtick=False).decode().rstrip("\n").rstrip(" ")
              for i in range(0, len(data), 45)]
     assert uudecode_lines("\n".join(lines)) == data
+
+
+def test_other_renderings_of_the_body_are_not_files():
+    # Apple Watch's text/watch-html alternative is the body again, not an attachment.
+    raw = (b"From: Jose <jose.fernandez@ferreteria-lopez.es>\r\nSubject: Reloj\r\n"
+           b"MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"A\"\r\n\r\n"
+           b"--A\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nVale\r\n"
+           b"--A\r\nContent-Type: text/watch-html; charset=us-ascii\r\n\r\n<b>Vale</b>\r\n"
+           b"--A\r\nContent-Type: text/html; charset=us-ascii\r\n\r\n<p>Vale</p>\r\n--A--\r\n")
+    mail = parse(raw)
+    assert (mail.text, mail.attachments) == ("Vale", ())

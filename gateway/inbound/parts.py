@@ -60,7 +60,7 @@ def split(message: Message) -> Parts:
     return parts
 
 
-def _walk(part: Message, parts: Parts) -> None:
+def _walk(part: Message, parts: Parts, alternative: bool = False) -> None:
     kind = part.get_content_type()
     if kind in {"message/rfc822", "message/global"}:
         inner = part.get_payload()
@@ -72,9 +72,9 @@ def _walk(part: Message, parts: Parts) -> None:
     if part.is_multipart() and part.get_content_maintype() == "multipart":
         for child in part.get_payload() or []:
             if isinstance(child, Message):
-                _walk(child, parts)
+                _walk(child, parts, kind == "multipart/alternative")
         return
-    _read(parts, kind, lambda: _leaf(part, parts))
+    _read(parts, kind, lambda: _leaf(part, parts, alternative))
 
 
 def _read(parts: Parts, what: str, read) -> None:  # type: ignore[no-untyped-def]
@@ -84,7 +84,7 @@ def _read(parts: Parts, what: str, read) -> None:  # type: ignore[no-untyped-def
         parts.defects.append(f"part {what}: {type(exc).__name__}: {exc}"[:300])
 
 
-def _leaf(part: Message, parts: Parts) -> None:
+def _leaf(part: Message, parts: Parts, alternative: bool) -> None:
     kind = part.get_content_type()
     attached = part.get_content_disposition() == "attachment"
     name = _declared_name(part)
@@ -101,6 +101,8 @@ def _leaf(part: Message, parts: Parts) -> None:
             parts.plain.append(summary)
         if not attached:
             return  # the invitation is the body's alternative, not a file the customer sent
+    if alternative and part.get_content_maintype() == "text" and not attached:
+        return  # another rendering of the body (Apple Watch's text/watch-html, text/enriched)
     unpacked = tnef.unpack(payload) if _is_tnef(kind, name) else None
     if unpacked is not None:  # winmail.dat stands for the files inside it
         for inner_name, data in unpacked:
