@@ -200,7 +200,12 @@ def check(raw: bytes, *, from_domain: str, mail_from: str = "", ip: str = "",
             result = "pass" if ok else "fail"
         except DnsUnavailable:
             raise
-        except dkim.DKIMException as exc:
+        except dkim.DnsTimeoutError as exc:
+            raise DnsUnavailable(f"DKIM key lookup: {exc}") from exc
+        except dkim.ValidationError as exc:  # a signature that does not verify (body changed)
+            result = "fail"
+            notes.append(f"dkim: {exc}")
+        except dkim.DKIMException as exc:  # a signature or key that cannot be read
             result = "permerror"
             notes.append(f"dkim: {exc}")
         domain = (verifier.domain or b"").decode("ascii", "replace").lower()
