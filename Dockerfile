@@ -16,4 +16,5 @@ ENV HELPDESK_VAR_DIR=/var/lib/helpdesk \
     HELPDESK_SMTP_HOST=0.0.0.0 \
     HELPDESK_WEB_HOST=0.0.0.0
 EXPOSE 2525 8000
-CMD ["sh", "-c", "helpdesk db upgrade && helpdesk serve --demo"]
+# Production: no demo data, and serve refuses to start without a real HELPDESK_SECRET_KEY.
+CMD ["sh", "-c", "helpdesk db upgrade && helpdesk serve"]

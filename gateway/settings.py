@@ -184,11 +184,11 @@ class Settings:
                 " (the same on every process)")
         if not key:
             return f"HELPDESK_SECRET_KEY is not set; {make}"
+        if key.lower() in PUBLISHED_SECRET_KEYS or "change-me" in key.lower():
+            return f"HELPDESK_SECRET_KEY is an example published with the gateway; {make}"
         if len(key) < MIN_SECRET_KEY_LENGTH:
             return (f"HELPDESK_SECRET_KEY is too short ({len(key)} characters, at least "
                     f"{MIN_SECRET_KEY_LENGTH}); {make}")
-        if key.lower() in PUBLISHED_SECRET_KEYS or "change-me" in key.lower():
-            return f"HELPDESK_SECRET_KEY is an example published with the gateway; {make}"
         return None
 
     def accepts_recipient(self, address: str) -> bool:

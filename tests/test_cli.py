@@ -97,3 +97,31 @@ def test_serve_demo_prints_ports_and_login_and_makes_tickets(cli_env, tmp_path):
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=20)
         proc.stdout.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(("key", "words"), [
+    (None, "HELPDESK_SECRET_KEY is not set"),
+    ("short-key-1234", "HELPDESK_SECRET_KEY is too short (14 characters, at least 32)"),
+    ("change-me-in-production", "an example published with the gateway"),
+    ("CHANGE-ME-please-this-is-a-long-enough-key", "an example published with the gateway"),
+])
+def test_serve_refuses_a_missing_short_or_published_secret_key(cli_env, key, words):
+    env = {k: v for k, v in cli_env.items() if k != "HELPDESK_SECRET_KEY"}
+    if key is not None:
+        env["HELPDESK_SECRET_KEY"] = key
+    result = subprocess.run([HELPDESK, "serve"], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1
+    assert words in result.stderr
+    assert "secrets.token_urlsafe(48)" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_container_image_and_compose_file_ship_no_demo_and_no_key():
+    root = Path(__file__).resolve().parent.parent
+    dockerfile = (root / "Dockerfile").read_text()
+    compose = (root / "docker-compose.yml").read_text()
+    command = next(line for line in dockerfile.splitlines() if line.startswith("CMD"))
+    assert "helpdesk serve" in command and "--demo" not in command
+    (secret,) = re.findall(r"HELPDESK_SECRET_KEY: (.+)", compose)
+    assert secret.startswith("${HELPDESK_SECRET_KEY:?")  # required, no fallback value

@@ -244,6 +244,7 @@ def test_an_agent_or_the_cli_releases_a_held_mail_and_an_organization_can_be_rel
     from gateway.cli import main
     from storage.agents import add_agent, create_token
     from tests.test_api import TestClient
+    from tests.test_console import PASSWORD, sign_in
     from web.app import create_app
 
     engine = guarded.service.parts.engine
@@ -262,7 +263,8 @@ def test_an_agent_or_the_cli_releases_a_held_mail_and_an_organization_can_be_rel
     wait_for(lambda: outcome(engine, first)[0] == "created", timeout=30)
     assert runner.invoke(main, ["inbound", "release", str(first)], env=env).exit_code != 0
 
-    add_agent(engine, name="Luis Gil", email="luis@soporte.example", role="admin")
+    add_agent(engine, name="Luis Gil", email="luis@soporte.example", role="admin",
+              password=PASSWORD)
     token = create_token(engine, "luis@soporte.example", "test").secret
     headers = {"Authorization": f"Bearer {token}"}
     with TestClient(create_app(guarded.settings, engine)) as api:
@@ -278,6 +280,12 @@ def test_an_agent_or_the_cli_releases_a_held_mail_and_an_organization_can_be_rel
         assert detail["messages"][0]["sender_auth"]["released_by"] == \
             "luis@soporte.example (API)"
         assert detail["messages"][0]["sender_auth"]["authenticated"] is False
+        # The console says so too, with the verdict on hover.
+        assert sign_in(api, "luis@soporte.example").status_code == 303
+        page = api.get("/team/tickets/1002").text
+        assert 'data-authenticated="no"' in page
+        assert "remitente no verificado; dejado pasar por luis@soporte.example (API)" in page
+        assert "not aligned with ferreteria-lopez.es" in page
 
         # The shop's server cannot sign: relaxed to its DMARC policy. With p=reject, still
         # held; with p=none, let through.

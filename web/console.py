@@ -12,6 +12,7 @@ ticket as it is now and the text typed kept. Admins manage agents.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -22,6 +23,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 
 from gateway import team
 from gateway.accounts import guessable_for
+from gateway.inbound.sender_auth import Verdict
 from gateway.sla_clocks import Plans, ahead, ticket_clocks
 from gateway.team import Actor, StaleTicket, TeamError
 from gateway.uploads import MAX_FILES, Upload, check_and_store
@@ -36,6 +38,7 @@ from storage.models import (
     Agent,
     AgentSession,
     Application,
+    InboundMessage,
     aware,
     utcnow,
 )
@@ -221,11 +224,27 @@ def _ticket(request: Request, agent: Agent, number: int, *, notice: str | None =
         plan = plans.get_for(record.ticket, session) if sla else None
     return _render(request, "ticket.html", agent, {
         "sla": sla, "plan": plan, "note_code": note_code,
+        "senders": {message_id: _sender(row) for message_id, row in record.inbound.items()
+                    if row.sender_auth or row.released_by},
         "ahead": {clock.target: ahead(clock, plan, now) for clock in sla},
         "record": record, "ticket": record.ticket, "agents": agents,
         "everyone": everyone, "applications": applications, "priorities": PRIORITIES,
         "next_statuses": sorted(TRANSITIONS.get(record.ticket.status, ())),
         "notice": notice, "error": error, "typed": typed or {}}, status_code)
+
+
+@dataclass(frozen=True)
+class _SenderShown:
+    authenticated: bool | None
+    summary: str
+    released_by: str | None
+
+
+def _sender(row: InboundMessage) -> _SenderShown:
+    """A mail's sender authentication as the ticket page shows it (gateway.inbound.sender_auth)."""
+    verdict = Verdict.from_json(row.sender_auth)
+    return _SenderShown(row.authenticated, verdict.summary() if verdict else "",
+                        row.released_by)
 
 
 def download(request: Request) -> Response:
