@@ -136,11 +136,10 @@ class Ingestor:
         from_domain = sender_auth.domain_of(prepared.mail.from_address)
         trusted_id = (self.policy.smtp_auth_results if leased.channel == "smtp"
                       else dict(self.policy.mailbox_auth_results).get(leased.source, ""))
+        raw = self.blobs.get(leased.raw_key)
         if trusted_id:
-            raw = self.blobs.get(leased.raw_key)
             return sender_auth.trusted(raw, trusted_id, from_domain) or sender_auth.Verdict(
                 from_domain, by=trusted_id, notes=(f"no Authentication-Results of {trusted_id}",))
-        raw = self.blobs.get(leased.raw_key)
         try:
             return sender_auth.check(
                 raw, from_domain=from_domain, mail_from=leased.mail_from,
