@@ -98,6 +98,7 @@ class Calendar:
     _holidays: dict[int, frozenset[date]] = field(init=False, repr=False, default_factory=dict)
     _days: dict[date, tuple[tuple[datetime, datetime], ...]] = field(
         init=False, repr=False, default_factory=dict)
+    _ends: dict[date, tuple[datetime, str]] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.week) != 7:
@@ -140,6 +141,16 @@ class Calendar:
                 if start < end:  # a window inside a skipped daylight-saving hour is empty
                     spans.append((start, end))
             found = self._days[day] = tuple(spans)
+        return found
+
+    def _day_end(self, day: date) -> tuple[datetime, str]:
+        """The UTC instant the day ends (the next local midnight), and what its time outside
+        working windows is called: kept, as ``working``."""
+        found = self._ends.get(day)
+        if found is None:
+            midnight = datetime.combine(day + timedelta(days=1), time(0), self._zone)
+            found = self._ends[day] = (midnight.astimezone(UTC),
+                                       "holiday" if self.is_holiday(day) else "outside_hours")
         return found
 
     def _intervals(self, start: datetime) -> Iterator[tuple[datetime, datetime]]:
@@ -199,9 +210,8 @@ class Calendar:
         last = end.astimezone(self._zone).date()
         cursor = start
         while day <= last:
-            next_day = datetime.combine(day + timedelta(days=1), time(0), self._zone)
-            day_end = min(next_day.astimezone(UTC), end)
-            idle = "holiday" if self.is_holiday(day) else "outside_hours"
+            midnight, idle = self._day_end(day)
+            day_end = min(midnight, end)
             for a, b in self.working(day):
                 a, b = max(a, cursor), min(b, day_end)
                 if b <= a:

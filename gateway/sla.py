@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from gateway.business_time import Calendar, Segment
+from gateway.business_time import MINUTE, Calendar, Segment
 
 TARGETS = ("first_response", "resolution", "qualify", "plan")
 CONTRACTUAL = frozenset({"first_response", "resolution"})
@@ -103,14 +103,19 @@ def clocks(plan: Plan, *, created_at: datetime, priority: str, history: Sequence
             target_pauses = [(a, None if b == end and _open(pauses, a) else b)
                              for a, b in target_pauses]
         due = plan.calendar.add(created_at, minutes, target_pauses)
-        used_minutes = plan.calendar.minutes_between(created_at, end, target_pauses)
+        # One walk over the clock's time gives its explanation, the minutes used and those
+        # past the due time.
+        segments = plan.calendar.segments(created_at, end, target_pauses)
+        running = [(s.start, s.end) for s in segments if s.kind == "running"]
+        used_minutes = sum((b - a) / MINUTE for a, b in running)
         breached = due is not None and end > due
-        over = plan.calendar.minutes_between(due, end, target_pauses) if breached else 0.0
+        over = sum((b - max(a, due)) / MINUTE for a, b in running if b > due) \
+            if breached and due is not None else 0.0
         found.append(Clock(
             target=target, contractual=target in CONTRACTUAL, minutes=minutes,
             started_at=created_at, due_at=due, met_at=met_at, breached=breached,
             over_minutes=over, used=used_minutes / minutes if minutes else 1.0,
-            segments=plan.calendar.segments(created_at, end, target_pauses)))
+            segments=segments))
     return found
 
 
