@@ -33,7 +33,10 @@ check: install
 # SMTP clients, and one 25 MB mail: a table on stdout, var/bench/results.json. A few minutes.
 # Quicker while developing: make bench BENCH_ARGS="--n 200 --db sqlite --clients 8 --no-big"
 # Then the notifier, and the web area under 16 clients (bench.web: var/bench/web.json).
+# First, `helpdesk ingest` against django-helpdesk 2.6.1's get_email on the same mix (bench.peer:
+# the peer in its own virtualenv under var/bench, var/bench/peer.json). About a minute.
 bench: install system
+	$(BIN)/python -m bench.peer
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python -m bench.notifier --db sqlite
 	$(BIN)/python -m bench.notifier --db postgresql
