@@ -21,13 +21,14 @@ import click
 
 from gateway import logs, team, webhooks
 from gateway.accounts import guessable_for, queue_password_link
+from gateway.channels.tls import self_signed
 from gateway.contacts import TYPES as CONTACT_TYPES
 from gateway.inbound.ingest import RETRY
 from gateway.links import PasswordLinks
 from gateway.outbound import preview
 from gateway.outbound.render import to_bytes
 from gateway.ratings import queue_reminders
-from gateway.service import Parts, build, run_forever
+from gateway.service import Parts, build, run_forever, smtp_hostname
 from gateway.settings import Settings
 from gateway.sla_clocks import Plans, ahead, put_on_plan, save_calendar, save_plan, ticket_clocks
 from gateway.sla_report import report
@@ -128,6 +129,9 @@ def serve(ctx: click.Context, demo: bool) -> None:
     logging.getLogger("gateway").setLevel(logging.INFO)
     banner = ""
     if demo:
+        if settings.smtp_tls_cert is None:  # STARTTLS to try, with a certificate made once
+            cert, key = self_signed(settings.var_dir, smtp_hostname(settings))
+            settings = dataclasses.replace(settings, smtp_tls_cert=cert, smtp_tls_key=key)
         upgrade(settings.database_url)
         parts = build(settings)
         login = seed_if_empty(parts.engine)

@@ -23,7 +23,8 @@ import httpx
 from sqlalchemy.engine import Engine
 
 from gateway.channels.imap_poller import ImapPoller
-from gateway.channels.smtp_server import GatewayHandler, bind, start_server
+from gateway.channels.smtp_server import ConnectionLimits, GatewayHandler, bind, start_server
+from gateway.channels.tls import server_context
 from gateway.group_commit import GroupCommit
 from gateway.inbound.ingest import Ingestor, Policy
 from gateway.inbound.sender_auth import use_dns_servers
@@ -94,18 +95,21 @@ def policy(settings: Settings) -> Policy:
         retry_days=settings.inbound_retry_days,
         sender_auth=settings.sender_auth or "off",
         smtp_auth_results=settings.smtp_auth_results,
+        lmtp_auth_results=settings.lmtp_auth_results,
         mailbox_auth_results=tuple((m.name, m.auth_results) for m in settings.imap_mailboxes
                                    if m.auth_results),
     )
 
 
 class Service:
-    """Starts and stops the parts; ``smtp_port`` and ``web_port`` are known once started."""
+    """Starts and stops the parts; ``smtp_port``, ``lmtp_port`` (0 without LMTP) and
+    ``web_port`` are known once started."""
 
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
         self.settings = settings
         self.parts = build(settings, engine)
         self.smtp_port = 0
+        self.lmtp_port = 0
         self.web_port = 0
         self._web_port_held: socket.socket | None = None
         self._supervising: asyncio.Task[None] | None = None
@@ -117,6 +121,7 @@ class Service:
                                             lock_wait=settings.smtp_store_timeout),
             "accepted mails (their clients will send them again: recorded as duplicates)")
         self._smtp: asyncio.Server | None = None
+        self._lmtp: asyncio.Server | None = None
         self._imap: list[ImapPoller] = []
         count = settings.ingest_processes + 1 + settings.web_processes  # the sender is one
         context = multiprocessing.get_context("spawn")
@@ -139,8 +144,25 @@ class Service:
             on_stored=self._wake_workers,
             store_timeout=settings.smtp_store_timeout,
         )
-        self._smtp = await start_server(handler, smtp_sock, hostname=_smtp_hostname(settings),
-                                        max_size=settings.smtp_max_size)
+        tls = (server_context(settings.smtp_tls_cert, settings.smtp_tls_key)
+               if settings.smtp_tls_cert else None)
+        self._smtp = await start_server(
+            handler, smtp_sock, hostname=smtp_hostname(settings),
+            max_size=settings.smtp_max_size, idle_timeout=settings.smtp_idle_timeout,
+            limits=ConnectionLimits(settings.smtp_max_connections,
+                                    settings.smtp_max_connections_per_address),
+            tls_context=tls, require_tls=settings.smtp_require_tls)
+        if settings.lmtp_port is not None:
+            # Behind an MTA every connection comes from its address: only the total counts.
+            lmtp_sock = bind(settings.lmtp_host, settings.lmtp_port)
+            self.lmtp_port = lmtp_sock.getsockname()[1]
+            self._lmtp = await start_server(
+                handler, lmtp_sock, hostname=smtp_hostname(settings),
+                max_size=settings.smtp_max_size, idle_timeout=settings.smtp_idle_timeout,
+                limits=ConnectionLimits(settings.smtp_max_connections,
+                                        settings.smtp_max_connections),
+                lmtp=True)
+            log.info("LMTP on %s:%d", settings.lmtp_host, self.lmtp_port)
         # Ingestion, sending and the web site run in worker processes of their own, on the
         # other cores.
         await self._start_workers()
@@ -197,9 +219,10 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervising
         await asyncio.gather(*(asyncio.to_thread(poller.stop) for poller in self._imap))
-        if self._smtp is not None:
-            self._smtp.close()
-            await self._smtp.wait_closed()
+        for server in (self._smtp, self._lmtp):
+            if server is not None:
+                server.close()
+                await server.wait_closed()
         self.signals.stop.value = 1
         deadline = time.monotonic() + 15
         await asyncio.gather(*(asyncio.to_thread(w.stop, deadline) for w in self.workers))
@@ -210,11 +233,11 @@ class Service:
         self.parts.engine.dispose()
 
     async def _store(self, raw: bytes, mail_from: str, rcpt_tos: tuple[str, ...],
-                     peer: str, helo: str = "") -> int:
+                     peer: str, helo: str = "", channel: str = "smtp") -> int:
         """Durable before 250: the bytes on disk (in parallel across clients), then the queue
         row, committed together with those of the other clients finishing now."""
         key = await asyncio.to_thread(self.parts.blobs.put, raw)
-        return await self._committer.record(inbound.Arrival(key, len(raw), "smtp", peer, None,
+        return await self._committer.record(inbound.Arrival(key, len(raw), channel, peer, None,
                                                             mail_from, rcpt_tos, helo))
 
     def _wake_workers(self) -> None:
@@ -323,7 +346,7 @@ SLA_EVERY = 5.0  # seconds between looks for tickets whose SLA clocks must be wo
 SLA_BATCH = 500  # tickets worked out per transaction
 
 
-def _smtp_hostname(settings: Settings) -> str:
+def smtp_hostname(settings: Settings) -> str:
     return settings.support_domains[0] if settings.support_domains else socket.getfqdn()
 
 
@@ -331,9 +354,12 @@ async def run_forever(settings: Settings, banner: str = "") -> None:
     service = Service(settings)
     await service.start()
     mail = f"relay {settings.relay_host}" if settings.relay_host else settings.outbox_dir
+    lmtp = f"  LMTP  {settings.lmtp_host}:{service.lmtp_port}\n" if service.lmtp_port else ""
     print(
         f"helpdesk gateway running\n"
-        f"  SMTP  {settings.smtp_host}:{service.smtp_port}  (mail to {settings.support_address})\n"
+        f"  SMTP  {settings.smtp_host}:{service.smtp_port}  (mail to {settings.support_address})"
+        f"{'  STARTTLS' if settings.smtp_tls_cert else ''}\n"
+        f"{lmtp}"
         f"  web   http://{settings.web_host}:{service.web_port}/\n"
         f"  mail  {mail}\n"
         f"  senders  {settings.sender_auth or 'off'} (HELPDESK_SENDER_AUTH)"

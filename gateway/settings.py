@@ -95,6 +95,18 @@ class Settings:
     sender_auth: str | None = None
     smtp_auth_results: str = ""  # trust this authserv-id's Authentication-Results on SMTP
     dns_servers: tuple[str, ...] = ()  # resolve through these instead of the system's
+    # The SMTP edge (gateway.channels.smtp_server): STARTTLS with this certificate (and key,
+    # unless the certificate's file holds it); no certificate, no STARTTLS.
+    smtp_tls_cert: Path | None = None
+    smtp_tls_key: Path | None = None
+    smtp_require_tls: bool = False  # MAIL only after STARTTLS (530 before)
+    smtp_max_connections: int = 100  # at once, in all (421 beyond)
+    smtp_max_connections_per_address: int = 10  # at once, from one client address
+    smtp_idle_timeout: float = 300.0  # seconds without a byte from the client (RFC 5321 §4.5.3.2)
+    # An LMTP listener for an MTA in front (Postfix, as for Mailman); None: none.
+    lmtp_host: str = "127.0.0.1"
+    lmtp_port: int | None = None
+    lmtp_auth_results: str = ""  # trust this authserv-id's Authentication-Results on LMTP
     secret_key_given: bool = True  # HELPDESK_SECRET_KEY set (not the generated demo key)
 
     @property
@@ -114,6 +126,8 @@ class Settings:
             return env.get(PREFIX + name, default)
 
         var_dir = Path(get("VAR_DIR", "var")).resolve()
+        if get("SMTP_TLS_KEY", "").strip() and not get("SMTP_TLS_CERT", "").strip():
+            raise ValueError("HELPDESK_SMTP_TLS_KEY is set without HELPDESK_SMTP_TLS_CERT")
         support_address = get("SUPPORT_ADDRESS", "soporte@example.com").strip().lower()
         domains = _list(get("SUPPORT_DOMAINS", support_address.rpartition("@")[2]))
         return cls(
@@ -173,6 +187,17 @@ class Settings:
             sender_auth=_choice(get("SENDER_AUTH", ""), ("", *SENDER_AUTH_MODES)) or None,
             smtp_auth_results=get("SMTP_AUTH_RESULTS", "").strip(),
             dns_servers=_list(get("DNS_SERVERS", "")),
+            smtp_tls_cert=_path(get("SMTP_TLS_CERT", "")),
+            smtp_tls_key=_path(get("SMTP_TLS_KEY", "")),
+            smtp_require_tls=_bool(get("SMTP_REQUIRE_TLS", "false")),
+            smtp_max_connections=int(_positive(get("SMTP_MAX_CONNECTIONS", "100"),
+                                               "connections")),
+            smtp_max_connections_per_address=int(_positive(
+                get("SMTP_MAX_CONNECTIONS_PER_ADDRESS", "10"), "connections")),
+            smtp_idle_timeout=_positive(get("SMTP_IDLE_TIMEOUT", "300")),
+            lmtp_host=get("LMTP_HOST", "127.0.0.1"),
+            lmtp_port=int(get("LMTP_PORT", "")) if get("LMTP_PORT", "").strip() else None,
+            lmtp_auth_results=get("LMTP_AUTH_RESULTS", "").strip(),
         )
 
     def refusal_to_serve(self) -> str | None:
@@ -308,6 +333,10 @@ def _positive(value: str, unit: str = "seconds") -> float:
     if number <= 0:
         raise ValueError(f"{value!r} is not a positive number of {unit}")
     return number
+
+
+def _path(value: str) -> Path | None:
+    return Path(value.strip()).resolve() if value.strip() else None
 
 
 def _flag(value: str) -> bool:

@@ -315,7 +315,7 @@ class InboundMessage(SQLModel, table=True):
     __tablename__ = "inbound_message"
     __table_args__ = (UniqueConstraint("channel", "source", "source_ref"),)
     id: int | None = Field(default=None, primary_key=True)
-    channel: str = Field(max_length=8)  # smtp / imap / file
+    channel: str = Field(max_length=8)  # smtp / lmtp / imap / file
     source: str = Field(default="", max_length=255)  # peer address, mailbox, or file name
     source_ref: str | None = Field(default=None, max_length=255)  # e.g. "UIDVALIDITY:UID"
     mail_from: str = Field(default="", max_length=320)

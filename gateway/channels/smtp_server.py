@@ -4,6 +4,12 @@ It does as little as possible: no parsing, no ticket logic. A mail is acknowledg
 raw bytes are on disk and its queue row is committed; if that fails, or does not finish within
 HELPDESK_SMTP_STORE_TIMEOUT, the client gets a 451 and retries later (RFC 5321 §4.2.5), so an
 accepted mail is never lost and no client waits for an answer that does not come.
+
+Around aiosmtpd's protocol (``EdgeSMTP``, and ``EdgeLMTP`` for an MTA in front, RFC 2033):
+STARTTLS (optionally required before MAIL), limits on connections at once (in all and per client
+address, 421 beyond them), an idle limit that any byte from the client resets (421 when it runs
+out), and DATA lines as long as the size limit, so a mail with bare LF line ends (one "line" to
+an SMTP server) is kept as sent instead of refused "500 Line too long".
 """
 
 from __future__ import annotations
@@ -11,21 +17,39 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from storage.faults import describe, is_unavailable
 
 log = logging.getLogger("gateway.smtp")
 
 OK_250 = "250 2.1.5 OK"
+ERR_421_BUSY = "421 4.7.0 Too many connections, try again later"
+ERR_421_BUSY_ADDRESS = "421 4.7.0 Too many connections from your address"
+ERR_421_IDLE = "421 4.4.2 Idle too long: Timeout, closing the connection"
+ERR_451_LOCAL = "451 4.3.0 Local error, try again later"
 ERR_451_STORE = "451 4.3.0 Temporary failure storing the message, try again later"
+ERR_530_TLS = "530 5.7.0 Must issue a STARTTLS command first"
 ERR_550_RELAY = "550 5.7.1 Relaying denied: this server only accepts mail for its own domains"
+ERR_552_SIZE = "552 5.3.4 Message too big"
 ERR_554_NO_RCPT = "554 5.5.1 No valid recipients"
 
-# store(raw, mail_from, rcpt_tos, peer, helo) -> inbound queue id, once durably stored.
-StoreFunction = Callable[[bytes, str, tuple[str, ...], str, str], Awaitable[int]]
+# aiosmtpd's own replies, with their enhanced status codes (RFC 3463). A DATA line over our
+# line limit is over the size limit too (the line limit is the size limit).
+REPLIES = {
+    "530 Must issue a STARTTLS command first": ERR_530_TLS,
+    "500 Line too long (see RFC5321 4.5.3.1.6)": ERR_552_SIZE,
+    "552 Error: Too much mail data": ERR_552_SIZE,
+}
+
+# store(raw, mail_from, rcpt_tos, peer, helo, channel) -> inbound queue id, once durably stored.
+StoreFunction = Callable[[bytes, str, tuple[str, ...], str, str, str], Awaitable[int]]
 
 
 class GatewayHandler:
@@ -60,16 +84,17 @@ class GatewayHandler:
             return ERR_554_NO_RCPT
         raw = envelope.original_content or envelope.content
         assert isinstance(raw, bytes)
-        peer = str(session.peer[0]) if isinstance(session.peer, tuple) else str(session.peer)
+        lmtp = isinstance(server, LMTP)
         try:
             inbound_id = await asyncio.wait_for(
-                self.store(raw, envelope.mail_from or "", tuple(envelope.rcpt_tos), peer,
-                           str(session.host_name or "")),
+                self.store(raw, envelope.mail_from or "", tuple(envelope.rcpt_tos),
+                           peer_address(session.peer), str(session.host_name or ""),
+                           "lmtp" if lmtp else "smtp"),
                 self.store_timeout)
         except TimeoutError:
             log.warning("storing a %d-byte mail from %s took too long; answered 451", len(raw),
                         envelope.mail_from)
-            return ERR_451_STORE
+            return each_recipient(server, envelope, ERR_451_STORE)
         except Exception as exc:
             if is_unavailable(exc):  # a full disk, a database away: one line, no traceback
                 log.warning("could not store a %d-byte mail from %s: %s", len(raw),
@@ -77,25 +102,177 @@ class GatewayHandler:
             else:
                 log.exception("could not store a %d-byte mail from %s", len(raw),
                               envelope.mail_from)
-            return ERR_451_STORE
+            return each_recipient(server, envelope, ERR_451_STORE)
         self.on_stored()
+        if lmtp:  # stored once for all of them; RFC 2033 §4.2: a reply per recipient
+            return "\r\n".join(f"250 2.1.5 <{rcpt}> OK: queued as {inbound_id}"
+                               for rcpt in envelope.rcpt_tos)
         return f"250 2.0.0 OK: queued as {inbound_id}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        """Whatever goes wrong in a session is ours, not the client's: 451, so that it tries
+        again (aiosmtpd would answer 500, which bounces the mail)."""
+        if isinstance(error, TLSSetupException):  # the connection is closed, nobody reads this
+            log.info("a client's TLS handshake failed: %s", error.__cause__)
+        else:
+            log.exception("SMTP session error; answered 451")
+        return ERR_451_LOCAL
+
+
+def each_recipient(server: SMTP, envelope: Envelope, status: str) -> str:
+    """The reply to DATA: one line for SMTP, one per accepted recipient for LMTP."""
+    if isinstance(server, LMTP) and len(envelope.rcpt_tos) > 1:
+        return "\r\n".join([status] * len(envelope.rcpt_tos))
+    return status
+
+
+def peer_address(peer: object) -> str:
+    """The client's address from a socket's peer name (an address and port, or a path)."""
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer or "")
+
+
+class ConnectionLimits:
+    """Connections at once, in all and per client address, for one listener. Used on the event
+    loop's thread only, so no lock."""
+
+    def __init__(self, total: int, per_address: int) -> None:
+        self.total = total
+        self.per_address = per_address
+        self.open: Counter[str] = Counter()
+
+    def admit(self, address: str) -> str | None:
+        """None when the connection may go on (it is then counted), else the 421 to say."""
+        if self.open.total() >= self.total:
+            return ERR_421_BUSY
+        if self.open[address] >= self.per_address:
+            return ERR_421_BUSY_ADDRESS
+        self.open[address] += 1
+        return None
+
+    def release(self, address: str) -> None:
+        self.open[address] -= 1
+        if self.open[address] <= 0:
+            del self.open[address]
+
+
+class _Edge(SMTP):
+    """What the gateway adds to aiosmtpd's protocol: the connection limits, an idle limit
+    reset by any byte (so a slow DATA is not cut) and answered 421, long DATA lines, and
+    aiosmtpd's own replies with enhanced status codes.
+
+    It reaches into aiosmtpd 1.4 (pinned): ``_reader``, ``_reset_timeout``, ``_timeout_cb``,
+    and asyncio's ``StreamReader._limit``; tests/test_smtp_edge.py shows when that changes."""
+
+    def __init__(self, handler: Any, *, limits: ConnectionLimits, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.limits = limits
+        self._counted: str | None = None  # the address this connection is counted under
+        self._refused = False
+        # A DATA line may be as long as the whole mail may be: bare LF line ends make one
+        # "line" of it (plus CRLF and a transparent dot). Commands keep aiosmtpd's limit.
+        self.line_length_limit = max(self.data_size_limit or 0, SMTP.line_length_limit) + 3
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.transport is None:  # the connection, not its switch to TLS
+            address = peer_address(transport.get_extra_info("peername"))
+            refusal = self.limits.admit(address)
+            if refusal is not None:
+                log.warning("refused a connection from %s: %s (at most %d at once, %d per "
+                            "address)", address, refusal, self.limits.total,
+                            self.limits.per_address)
+                self._refused = True
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(f"{refusal}\r\n".encode())
+                transport.close()
+                return
+            self._counted = address
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:  # aiosmtpd never saw it
+            return
+        if self._counted is not None:
+            self.limits.release(self._counted)
+            self._counted = None
+        super().connection_lost(error)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        self._reset_timeout()  # idle means silent, not slow
+        super().data_received(data)
+
+    def _timeout_cb(self) -> None:
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            log.info("closed a connection from %s idle for %g s", self._counted,
+                     self._timeout_duration)
+            transport.write(f"{ERR_421_IDLE}\r\n".encode())  # RFC 5321 §4.5.3.2
+        super()._timeout_cb()
+
+    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 (aiosmtpd's command method)
+        reader = self._reader
+        reader._limit = self.line_length_limit  # type: ignore[attr-defined]  # noqa: SLF001
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            reader._limit = SMTP.line_length_limit  # type: ignore[attr-defined]  # noqa: SLF001
+
+    async def push(self, status: AnyStr) -> None:
+        if isinstance(status, str):
+            status = REPLIES.get(status, status)  # type: ignore[assignment]
+        await super().push(status)
+
+
+class EdgeSMTP(_Edge):
+    """The SMTP listener."""
+
+
+class EdgeLMTP(_Edge, LMTP):
+    """The LMTP listener (RFC 2033): after DATA, one reply per accepted recipient. Our handler
+    writes those; aiosmtpd's own answers to DATA (the size limit) are one line, said here once
+    per recipient so that the MTA does not wait for the others."""
+
+    _data_reply_due = False
+
+    async def push(self, status: AnyStr) -> None:
+        if isinstance(status, str):
+            if self._data_reply_due:
+                self._data_reply_due = False
+                if self.envelope is not None and "\r\n" not in status:
+                    status = each_recipient(  # type: ignore[assignment]
+                        self, self.envelope, REPLIES.get(status, status))
+            elif status.startswith("354"):
+                self._data_reply_due = True
+        await super().push(status)
 
 
 async def start_server(
     handler: GatewayHandler, sock: socket.socket, *, hostname: str, max_size: int,
+    limits: ConnectionLimits, idle_timeout: float = 300.0,
+    tls_context: ssl.SSLContext | None = None, require_tls: bool = False, lmtp: bool = False,
 ) -> asyncio.Server:
-    """Serve SMTP on an already bound socket (so callers may bind port 0 and read the port)."""
+    """Serve SMTP (or LMTP) on an already bound socket (so callers may bind port 0 and read
+    the port)."""
+    if require_tls and tls_context is None:
+        raise ValueError("HELPDESK_SMTP_REQUIRE_TLS needs a certificate: set "
+                         "HELPDESK_SMTP_TLS_CERT (and HELPDESK_SMTP_TLS_KEY)")
     loop = asyncio.get_running_loop()
+    protocol = EdgeLMTP if lmtp else EdgeSMTP
 
     def factory() -> SMTP:
-        return SMTP(
+        return protocol(
             handler,
+            limits=limits,
             hostname=hostname,
-            ident="helpdesk-gateway ESMTP",
+            ident="helpdesk-gateway LMTP" if lmtp else "helpdesk-gateway ESMTP",
             data_size_limit=max_size,
             enable_SMTPUTF8=True,
             decode_data=False,
+            tls_context=tls_context,
+            require_starttls=require_tls,
+            timeout=idle_timeout,
+            loop=loop,
         )
 
     return await loop.create_server(factory, sock=sock)

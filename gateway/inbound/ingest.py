@@ -65,6 +65,7 @@ class Policy:
     retry_days: float = 5.0  # a mail meeting temporary errors is retried this long
     sender_auth: str = "off"  # off / report / enforce (gateway.inbound.sender_auth)
     smtp_auth_results: str = ""  # trust this authserv-id's Authentication-Results on SMTP
+    lmtp_auth_results: str = ""  # ... on LMTP (the MTA in front: Postfix with OpenDMARC)
     mailbox_auth_results: tuple[tuple[str, str], ...] = ()  # (mailbox name, authserv-id)
 
 
@@ -135,6 +136,7 @@ class Ingestor:
     def authenticate(self, leased: inbound.Leased, prepared: Prepared) -> sender_auth.Verdict:
         from_domain = sender_auth.domain_of(prepared.mail.from_address)
         trusted_id = (self.policy.smtp_auth_results if leased.channel == "smtp"
+                      else self.policy.lmtp_auth_results if leased.channel == "lmtp"
                       else dict(self.policy.mailbox_auth_results).get(leased.source, ""))
         raw = self.blobs.get(leased.raw_key)
         if trusted_id:
@@ -143,6 +145,7 @@ class Ingestor:
         try:
             return sender_auth.check(
                 raw, from_domain=from_domain, mail_from=leased.mail_from,
+                # Over LMTP the client is the MTA in front: SPF is not about its address.
                 ip=leased.source if leased.channel == "smtp" else "", helo=leased.helo)
         except sender_auth.DnsUnavailable as exc:
             if self.policy.sender_auth == "enforce":
@@ -389,7 +392,7 @@ class _Run:
     # ------------------------------------------------------------------ helpers
 
     def _envelope_sender(self) -> str | None:
-        if self.row.channel == "smtp":
+        if self.row.channel in {"smtp", "lmtp"}:  # the MTA in front passes MAIL FROM on
             return self.row.mail_from
         return_path = self.mail.headers.get("return-path")
         return return_path.strip() if return_path is not None else None

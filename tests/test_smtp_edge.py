@@ -1,0 +1,357 @@
+"""The SMTP edge against the running gateway: STARTTLS (optionally required), connection limits
+in all and per address, the idle limit, long lines with bare LF ends kept as sent, and the LMTP
+listener an MTA in front delivers to (a reply per recipient, its Authentication-Results
+trusted)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import smtplib
+import socket
+import ssl
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, col, select
+
+from gateway.channels.smtp_server import ConnectionLimits, GatewayHandler, bind, start_server
+from gateway.channels.tls import self_signed
+from storage.blobs import BlobStore
+from storage.models import InboundMessage, Ticket
+from tests.conftest import RunningService, load_mail, wait_for
+
+MARIA = "maria.garcia@ferreteria-lopez.es"
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """The self-signed certificate the demo makes, made for this test."""
+    return self_signed(tmp_path / "tls", "example.com")
+
+
+@pytest.fixture
+def edge(settings, directory) -> Iterator:
+    """Starts the gateway with some settings changed: ``edge(smtp_require_tls=True)``."""
+    with ExitStack() as stack:
+        yield lambda **changes: stack.enter_context(
+            RunningService(dataclasses.replace(settings, **changes)))
+
+
+def trusting(cert: Path) -> ssl.SSLContext:
+    """A client context that verifies the server's certificate against ``cert`` as its CA."""
+    return ssl.create_default_context(cafile=str(cert))
+
+
+def numbered(n: int) -> bytes:
+    return load_mail("outlook-new-request-es.eml").replace(
+        b"Message-ID: <", f"Message-ID: <edge-{n}-".encode(), 1)
+
+
+def queued(gateway) -> list[InboundMessage]:
+    with Session(gateway.service.parts.engine) as session:
+        return list(session.exec(select(InboundMessage).order_by(col(InboundMessage.id))).all())
+
+
+def greeting(port: int) -> tuple[socket.socket, int, bytes]:
+    """A new connection and the server's first reply (code, text)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    line = sock.makefile("rb").readline()
+    return sock, int(line[:3]), line[4:].strip()
+
+
+# --------------------------------------------------------------------------- STARTTLS
+
+
+def test_starttls_uses_the_configured_certificate_and_mail_then_goes_through(edge,
+                                                                             certificate):
+    # EHLO offers STARTTLS; the client verifies the self-signed certificate (loaded as its CA)
+    # and sends the mail over TLS: 250, and the mail is queued.
+    cert, key = certificate
+    gateway = edge(smtp_tls_cert=cert, smtp_tls_key=key)
+    with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=10) as client:
+        client.ehlo()
+        assert client.has_extn("starttls")
+        assert client.starttls(context=trusting(cert))[0] == 220
+        assert isinstance(client.sock, ssl.SSLSocket)
+        assert client.sock.version() in {"TLSv1.2", "TLSv1.3"}
+        client.ehlo()
+        assert not client.has_extn("starttls")  # RFC 3207 §4.2: not offered twice
+        refused = client.sendmail(MARIA, ["soporte@example.com"], numbered(1))
+    assert refused == {}
+    assert [row.channel for row in queued(gateway)] == ["smtp"]
+
+
+def test_required_tls_refuses_mail_before_starttls_with_530(edge, certificate):
+    # HELPDESK_SMTP_REQUIRE_TLS: MAIL before STARTTLS gets 530 5.7.0 and nothing is queued;
+    # after STARTTLS the same client's mail is accepted.
+    cert, key = certificate
+    gateway = edge(smtp_tls_cert=cert, smtp_tls_key=key, smtp_require_tls=True)
+    with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=10) as client:
+        client.ehlo()
+        code, message = client.mail(MARIA)
+        assert (code, message) == (530, b"5.7.0 Must issue a STARTTLS command first")
+        assert queued(gateway) == []
+        client.starttls(context=trusting(cert))
+        client.ehlo()
+        assert client.sendmail(MARIA, ["soporte@example.com"], numbered(1)) == {}
+    assert len(queued(gateway)) == 1
+
+
+def test_required_tls_without_a_certificate_does_not_start():
+    # A listener that must refuse all mail is a mistake said at start, not a silent outage.
+    async def start() -> None:
+        handler = GatewayHandler(lambda address: True, store=None)  # type: ignore[arg-type]
+        with bind("127.0.0.1", 0) as sock:
+            await start_server(handler, sock, hostname="example.com", max_size=1000,
+                               limits=ConnectionLimits(10, 10), require_tls=True)
+
+    with pytest.raises(ValueError, match="HELPDESK_SMTP_TLS_CERT"):
+        asyncio.run(start())
+
+
+def test_the_self_signed_certificate_is_made_once(tmp_path):
+    # The demo's certificate is made on the first start and reused after (clients that pinned
+    # it keep trusting it).
+    cert, key = self_signed(tmp_path, "example.com")
+    made = cert.read_bytes(), key.read_bytes()
+    assert self_signed(tmp_path, "example.com") == (cert, key)
+    assert (cert.read_bytes(), key.read_bytes()) == made
+    assert b"BEGIN CERTIFICATE" in made[0] and b"PRIVATE KEY" in made[1]
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def burst(port: int, count: int) -> list[tuple[socket.socket, int, bytes]]:
+    """``count`` connections opened one after the other and kept open, with the first reply
+    of each."""
+    return [greeting(port) for _ in range(count)]
+
+
+def test_connections_over_the_per_address_limit_get_421_and_a_log_line(edge, caplog):
+    # 3 per address: of a burst of 8 from 127.0.0.1, 3 are greeted and 5 get 421 4.7.0 and are
+    # closed, each with a warning saying why; once one of the 3 hangs up, a new one is greeted.
+    gateway = edge(smtp_max_connections_per_address=3)
+    opened = burst(gateway.smtp_port, 8)
+    sockets = [sock for sock, _code, _text in opened]
+    try:
+        assert Counter(code for _sock, code, _text in opened) == {220: 3, 421: 5}
+        refused = [(sock, text) for sock, code, text in opened if code == 421]
+        assert {text for _sock, text in refused} == {
+            b"4.7.0 Too many connections from your address"}
+        assert all(sock.recv(100) == b"" for sock, _text in refused)  # closed by the server
+        assert sum("refused a connection from 127.0.0.1" in r.getMessage()
+                   for r in caplog.records) == 5
+        next(sock for sock, code, _text in opened if code == 220).close()
+
+        def greeted() -> bool:
+            sock, code, _ = greeting(gateway.smtp_port)
+            sockets.append(sock)
+            return code == 220
+
+        wait_for(greeted, timeout=10, interval=0.1)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_connections_over_the_total_limit_get_421(edge):
+    # 4 in all (and 10 per address, so that the total is what counts): of a burst of 7, 4 are
+    # greeted and 3 get 421 4.7.0 "try again later".
+    gateway = edge(smtp_max_connections=4, smtp_max_connections_per_address=10)
+    opened = burst(gateway.smtp_port, 7)
+    try:
+        assert Counter(code for _sock, code, _text in opened) == {220: 4, 421: 3}
+        assert {text for _sock, code, text in opened if code == 421} == {
+            b"4.7.0 Too many connections, try again later"}
+    finally:
+        for sock, _code, _text in opened:
+            sock.close()
+
+
+def test_a_client_that_fails_the_tls_handshake_gives_its_place_back(edge, certificate):
+    # 2 per address: three clients in turn send STARTTLS and then garbage instead of a TLS
+    # handshake; each is dropped and gives its place back, so each is greeted, and two
+    # clients at once are greeted after them.
+    cert, key = certificate
+    gateway = edge(smtp_tls_cert=cert, smtp_tls_key=key, smtp_max_connections_per_address=2)
+    for _ in range(3):
+        sock, code, _text = greeting(gateway.smtp_port)
+        with sock:
+            assert code == 220
+            sock.sendall(b"EHLO client.example\r\nSTARTTLS\r\n")
+            reader = sock.makefile("rb")
+            while not reader.readline().startswith(b"220 "):
+                pass
+            sock.sendall(b"this is not a TLS ClientHello\r\n" * 4)
+            while sock.recv(4096):  # an alert perhaps, then the end
+                pass
+    sockets = [greeting(gateway.smtp_port) for _ in range(2)]
+    for sock, _code, _text in sockets:
+        sock.close()
+    assert [code for _sock, code, _text in sockets] == [220, 220]
+
+
+def test_an_idle_connection_gets_421_and_is_closed(edge):
+    # HELPDESK_SMTP_IDLE_TIMEOUT=1: a client that says nothing after EHLO is told 421 4.4.2
+    # and the connection is closed.
+    gateway = edge(smtp_idle_timeout=1.0)
+    client = smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=30)
+    try:
+        client.ehlo()
+        code, message = client.getreply()  # waits for what the server says unasked
+        assert code == 421
+        assert message.startswith(b"4.4.2 ") and b"Timeout" in message
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            client.getreply()
+    finally:
+        client.close()
+
+
+def test_a_slow_mail_is_not_cut_by_the_idle_limit(edge):
+    # HELPDESK_SMTP_IDLE_TIMEOUT=1 counts silence, not the time DATA takes: a mail sent in
+    # pieces over several seconds, none a second apart, is accepted.
+    gateway = edge(smtp_idle_timeout=1.0)
+    raw = numbered(1)
+    pieces = [raw[i:i + len(raw) // 6 + 1] for i in range(0, len(raw), len(raw) // 6 + 1)]
+    with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=30) as client:
+        client.ehlo()
+        client.mail(MARIA)
+        client.rcpt("soporte@example.com")
+        assert client.docmd("DATA")[0] == 354
+        started = time.monotonic()
+        for piece in pieces:
+            client.send(piece)
+            time.sleep(0.4)
+        assert time.monotonic() - started > 2.0  # longer than the limit in all
+        client.send(b".\r\n")
+        code, _ = client.getreply()
+    assert code == 250
+    assert [row.size for row in queued(gateway)] == [len(raw)]
+
+
+# --------------------------------------------------------------------------- long lines
+
+
+def bare_lf_mail(line: bytes) -> bytes:
+    """A mail whose lines end in bare LF (as some scripts and old clients send them), ending
+    in CRLF where DATA ends, with ``line`` in its body."""
+    return (b"From: Maria Garcia <maria.garcia@ferreteria-lopez.es>\n"
+            b"To: soporte@example.com\n"
+            b"Subject: Informe en una sola linea\n"
+            b"Message-ID: <bare-lf-1@ferreteria-lopez.es>\n"
+            b"Date: Mon, 3 Feb 2025 10:00:00 +0100\n"
+            b"\n"
+            b"Buenos dias,\n" + line + b"\nUn saludo\r\n")
+
+
+def test_a_long_bare_lf_line_is_accepted_and_stored_byte_exact(gateway):
+    # A 1,500-byte line with bare LF ends no longer gets 500 "Line too long": 250, and the
+    # stored mail is the bytes sent.
+    raw = bare_lf_mail(b"x" * 1500)
+    with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=10) as client:
+        assert client.sendmail(MARIA, ["soporte@example.com"], raw) == {}
+    (row,) = queued(gateway)
+    assert BlobStore(gateway.settings.storage_dir).get(row.raw_key) == raw
+
+
+def test_a_bare_lf_mail_over_the_size_limit_is_refused_552(edge):
+    # The long line may be as long as a mail may be, no longer: a 30,000-byte bare-LF mail
+    # with HELPDESK_SMTP_MAX_SIZE=20000 gets 552 5.3.4 (not 500), and nothing is queued; the
+    # same client's next, smaller mail is accepted.
+    gateway = edge(smtp_max_size=20000)
+    with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=10) as client:
+        client.ehlo()
+        client.mail(MARIA)
+        client.rcpt("soporte@example.com")
+        code, message = client.data(bare_lf_mail(b"y" * 30000))
+        assert (code, message[:6]) == (552, b"5.3.4 ")
+        assert client.sendmail(MARIA, ["soporte@example.com"], bare_lf_mail(b"z" * 5000)) == {}
+    assert len(queued(gateway)) == 1
+
+
+# --------------------------------------------------------------------------- LMTP
+
+
+def lmtp_send(port: int, raw: bytes, recipients: list[str]) -> tuple[list[int], list[tuple]]:
+    """Over LMTP: the RCPT codes, then every reply after DATA (RFC 2033 §4.2: one per
+    accepted recipient; smtplib reads only one, so they are read here)."""
+    with smtplib.LMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo()  # LHLO
+        assert client.mail(MARIA)[0] == 250
+        rcpt_codes = [client.rcpt(r)[0] for r in recipients]
+        assert client.docmd("DATA")[0] == 354
+        client.send(raw + b".\r\n")
+        replies = [client.getreply() for _ in range(rcpt_codes.count(250))]
+    return rcpt_codes, replies
+
+
+def test_lmtp_answers_each_recipient_and_the_mail_becomes_a_ticket(edge):
+    # HELPDESK_LMTP_PORT: two of our recipients and one outside our domains; RCPT answers
+    # 250, 250, 550; after DATA one 250 per accepted recipient, the mail queued once (channel
+    # lmtp) and made a ticket for María.
+    gateway = edge(lmtp_port=0)
+    assert gateway.service.lmtp_port
+    rcpt_codes, replies = lmtp_send(
+        gateway.service.lmtp_port, numbered(1),
+        ["soporte@example.com", "someone@gmail.com", "ayuda@example.com"])
+    assert rcpt_codes == [250, 550, 250]
+    assert [code for code, _ in replies] == [250, 250]
+    assert b"<soporte@example.com>" in replies[0][1]
+    assert b"<ayuda@example.com>" in replies[1][1]
+    (row,) = queued(gateway)
+    assert (row.channel, row.source, row.rcpt_to) == (
+        "lmtp", "127.0.0.1", "soporte@example.com,ayuda@example.com")
+    engine = gateway.service.parts.engine
+
+    def ticket() -> Ticket | None:
+        with Session(engine) as session:
+            queued_row = session.get(InboundMessage, row.id)
+            return session.get(Ticket, queued_row.ticket_id) if queued_row.ticket_id else None
+
+    made = wait_for(ticket)
+    assert made.subject
+
+
+def test_lmtp_over_the_size_limit_answers_each_recipient(edge):
+    # aiosmtpd's own 552 after DATA is said once per recipient, so that the MTA is not left
+    # waiting for the second answer.
+    gateway = edge(lmtp_port=0, smtp_max_size=5000)
+    _codes, replies = lmtp_send(gateway.service.lmtp_port, bare_lf_mail(b"y" * 9000),
+                                ["soporte@example.com", "ayuda@example.com"])
+    assert [code for code, _ in replies] == [552, 552]
+    assert queued(gateway) == []
+
+
+def authenticated_mail(results: str | None) -> bytes:
+    raw = numbered(7)
+    if results is None:
+        return raw
+    return f"Authentication-Results: {results}\r\n".encode() + raw
+
+
+def test_lmtp_trusts_the_mta_authentication_results(edge):
+    # HELPDESK_SENDER_AUTH=enforce with HELPDESK_LMTP_AUTH_RESULTS=mx.example.net: a mail the
+    # MTA found aligned with DKIM makes a ticket; one without its results is held, not
+    # judged by SPF against the MTA's own address.
+    gateway = edge(lmtp_port=0, sender_auth="enforce", lmtp_auth_results="mx.example.net")
+    passed = authenticated_mail(
+        "mx.example.net; spf=pass smtp.mailfrom=ferreteria-lopez.es; "
+        "dkim=pass header.d=ferreteria-lopez.es; dmarc=pass header.from=ferreteria-lopez.es")
+    lmtp_send(gateway.service.lmtp_port, passed, ["soporte@example.com"])
+    lmtp_send(gateway.service.lmtp_port, authenticated_mail(None).replace(
+        b"Message-ID: <", b"Message-ID: <unjudged-", 1), ["soporte@example.com"])
+    engine = gateway.service.parts.engine
+
+    def outcomes() -> list[tuple[str | None, bool | None]] | None:
+        with Session(engine) as session:
+            rows = session.exec(select(InboundMessage).order_by(col(InboundMessage.id))).all()
+            found = [(r.outcome, r.authenticated) for r in rows]
+        return found if len(found) == 2 and all(o for o, _ in found) else None
+
+    assert wait_for(outcomes) == [("created", True), ("quarantined", False)]
