@@ -65,8 +65,9 @@ def test_setup_errors_are_clear_messages_not_tracebacks(cli_env):
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_serve_demo_prints_ports_and_login_and_makes_tickets(cli_env, tmp_path):
-    # What README promises for `make run`: ports and demo login printed; a mail sent with
-    # smtplib becomes a ticket the demo login sees, and the customer's mail lands in var/outbox.
+    # What README promises for `make run`: ports and demo login printed (SMTP with STARTTLS,
+    # its certificate made for the demo); a mail sent with smtplib becomes a ticket the demo
+    # login sees, and the customer's mail lands in var/outbox.
     env = dict(cli_env, HELPDESK_SMTP_PORT="0", HELPDESK_WEB_PORT="0",
                HELPDESK_WORKER_POLL_SECONDS="0.2")
     proc = subprocess.Popen([HELPDESK, "serve", "--demo"], env=env, stdout=subprocess.PIPE,
@@ -78,6 +79,9 @@ def test_serve_demo_prints_ports_and_login_and_makes_tickets(cli_env, tmp_path):
             assert line, f"serve exited early:\n{banner}"
             banner += line
         smtp_port = int(re.search(r"SMTP\s+127\.0\.0\.1:(\d+)", banner).group(1))
+        # STARTTLS with the self-signed certificate the demo made in HELPDESK_VAR_DIR
+        assert re.search(r"SMTP\s+127\.0\.0\.1:\d+ .* STARTTLS", banner)
+        assert (tmp_path / "var" / "smtp-tls" / "cert.pem").exists()
         web_url = re.search(r"web\s+(http://\S+)/", banner).group(1)
         email, password = re.search(r"demo login: (\S+) / (\S+)", banner).groups()
 

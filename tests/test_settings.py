@@ -29,8 +29,28 @@ def test_company_name_defaults_to_the_mail_sender_name(tmp_path):
 
 @pytest.mark.parametrize("name,value", [("HELPDESK_OUTBOX_RETRY_DAYS", "0"),
                                         ("HELPDESK_INBOUND_RETRY_DAYS", "-1"),
-                                        ("HELPDESK_SMTP_STORE_TIMEOUT", "0")])
+                                        ("HELPDESK_SMTP_STORE_TIMEOUT", "0"),
+                                        ("HELPDESK_SMTP_IDLE_TIMEOUT", "0"),
+                                        ("HELPDESK_SMTP_MAX_CONNECTIONS", "0"),
+                                        ("HELPDESK_SMTP_MAX_CONNECTIONS_PER_ADDRESS", "-2")])
 def test_retry_times_and_timeouts_must_be_positive(tmp_path, name, value):
     with pytest.raises(ValueError, match="positive"):
         Settings.from_env({"HELPDESK_VAR_DIR": str(tmp_path), "HELPDESK_SECRET_KEY": "k",
                            name: value})
+
+
+def test_smtp_edge_defaults_and_lmtp_off_unless_given_a_port(tmp_path):
+    # No certificate (no STARTTLS), 100 connections at once, 10 per address, 5 minutes idle,
+    # no LMTP; HELPDESK_LMTP_PORT=0 asks for a free port.
+    base = {"HELPDESK_VAR_DIR": str(tmp_path), "HELPDESK_SECRET_KEY": "k"}
+    settings = Settings.from_env(base)
+    assert (settings.smtp_tls_cert, settings.smtp_require_tls) == (None, False)
+    assert (settings.smtp_max_connections, settings.smtp_max_connections_per_address,
+            settings.smtp_idle_timeout, settings.lmtp_port) == (100, 10, 300.0, None)
+    assert Settings.from_env({**base, "HELPDESK_LMTP_PORT": "0"}).lmtp_port == 0
+
+
+def test_a_tls_key_without_its_certificate_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="HELPDESK_SMTP_TLS_KEY is set without"):
+        Settings.from_env({"HELPDESK_VAR_DIR": str(tmp_path), "HELPDESK_SECRET_KEY": "k",
+                           "HELPDESK_SMTP_TLS_KEY": str(tmp_path / "key.pem")})

@@ -70,10 +70,12 @@ def greeting(port: int) -> tuple[socket.socket, int, bytes]:
 def test_starttls_uses_the_configured_certificate_and_mail_then_goes_through(edge,
                                                                              certificate):
     # EHLO offers STARTTLS; the client verifies the self-signed certificate (loaded as its CA)
-    # and sends the mail over TLS: 250, and the mail is queued.
+    # and sends the mail over TLS: 250, and the mail is queued with the EHLO name said over
+    # TLS. AUTH is never offered.
     cert, key = certificate
     gateway = edge(smtp_tls_cert=cert, smtp_tls_key=key)
-    with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=10) as client:
+    with smtplib.SMTP("127.0.0.1", gateway.smtp_port, local_hostname="mx.ferreteria-lopez.es",
+                      timeout=10) as client:
         client.ehlo()
         assert client.has_extn("starttls")
         assert client.starttls(context=trusting(cert))[0] == 220
@@ -81,9 +83,11 @@ def test_starttls_uses_the_configured_certificate_and_mail_then_goes_through(edg
         assert client.sock.version() in {"TLSv1.2", "TLSv1.3"}
         client.ehlo()
         assert not client.has_extn("starttls")  # RFC 3207 §4.2: not offered twice
+        assert not client.has_extn("auth")  # a mail exchanger, not a submission server
         refused = client.sendmail(MARIA, ["soporte@example.com"], numbered(1))
     assert refused == {}
-    assert [row.channel for row in queued(gateway)] == ["smtp"]
+    assert [(row.channel, row.helo) for row in queued(gateway)] == [
+        ("smtp", "mx.ferreteria-lopez.es")]
 
 
 def test_required_tls_refuses_mail_before_starttls_with_530(edge, certificate):

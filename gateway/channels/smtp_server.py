@@ -67,6 +67,15 @@ class GatewayHandler:
         # the client retries instead of waiting for an answer that may never come.
         self.store_timeout = store_timeout
 
+    async def handle_EHLO(  # noqa: N802 (aiosmtpd's hook name)
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """EHLO's (and LHLO's) extensions without AUTH, which aiosmtpd offers after STARTTLS:
+        we receive mail for our domains, we are not a submission server."""
+        session.host_name = hostname
+        return [line for line in responses if not line.startswith("250-AUTH")]
+
     async def handle_RCPT(  # noqa: N802 (aiosmtpd's hook name)
         self, server: SMTP, session: Session, envelope: Envelope, address: str,
         rcpt_options: list[str],
