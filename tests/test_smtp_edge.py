@@ -23,7 +23,8 @@ from gateway.channels.smtp_server import ConnectionLimits, GatewayHandler, bind,
 from gateway.channels.tls import self_signed
 from storage.blobs import BlobStore
 from storage.models import InboundMessage, Ticket
-from tests.conftest import RunningService, load_mail, wait_for
+from tests.conftest import RunningService, held, load_mail, wait_for
+from tests.test_smtp_server import send_in_thread
 
 MARIA = "maria.garcia@ferreteria-lopez.es"
 
@@ -237,6 +238,19 @@ def test_a_slow_mail_is_not_cut_by_the_idle_limit(edge):
         code, _ = client.getreply()
     assert code == 250
     assert [row.size for row in queued(gateway)] == [len(raw)]
+
+
+def test_a_client_waiting_for_its_mail_to_be_stored_is_not_idle(edge, db_url):
+    # HELPDESK_SMTP_IDLE_TIMEOUT=1 while the queue is held for 3 s: the client waits on us,
+    # so it gets its 250 once the queue is free, not 421 for idling.
+    gateway = edge(smtp_idle_timeout=1.0)
+    results: dict = {}
+    with held(db_url, "LOCK TABLE inbound_message IN ACCESS EXCLUSIVE MODE"):
+        sending = send_in_thread(gateway.smtp_port, numbered(1), 30, results, "held")
+        time.sleep(3)
+    sending.join(30)
+    assert results["held"] == 250
+    assert len(queued(gateway)) == 1
 
 
 # --------------------------------------------------------------------------- long lines

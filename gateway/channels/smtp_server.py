@@ -170,13 +170,15 @@ class _Edge(SMTP):
     aiosmtpd's own replies with enhanced status codes.
 
     It reaches into aiosmtpd 1.4 (pinned): ``_reader``, ``_reset_timeout``, ``_timeout_cb``,
-    and asyncio's ``StreamReader._limit``; tests/test_smtp_edge.py shows when that changes."""
+    ``_call_handler_hook``, and asyncio's ``StreamReader._limit``; tests/test_smtp_edge.py
+    shows when that changes."""
 
     def __init__(self, handler: Any, *, limits: ConnectionLimits, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self.limits = limits
         self._counted: str | None = None  # the address this connection is counted under
         self._refused = False
+        self._waiting_on_us = False
         # A DATA line may be as long as the whole mail may be: bare LF line ends make one
         # "line" of it (plus CRLF and a transparent dot). Commands keep aiosmtpd's limit.
         self.line_length_limit = max(self.data_size_limit or 0, SMTP.line_length_limit) + 3
@@ -211,7 +213,17 @@ class _Edge(SMTP):
         self._reset_timeout()  # idle means silent, not slow
         super().data_received(data)
 
+    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        self._waiting_on_us = True  # storing a mail: the client is waiting, not idle
+        try:
+            return await super()._call_handler_hook(command, *args)
+        finally:
+            self._waiting_on_us = False
+
     def _timeout_cb(self) -> None:
+        if self._waiting_on_us:  # our store has its own time limit (451 when it runs out)
+            self._reset_timeout()
+            return
         transport = self.transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
             log.info("closed a connection from %s idle for %g s", self._counted,
