@@ -126,8 +126,10 @@ class Settings:
             return env.get(PREFIX + name, default)
 
         var_dir = Path(get("VAR_DIR", "var")).resolve()
-        if get("SMTP_TLS_KEY", "").strip() and not get("SMTP_TLS_CERT", "").strip():
-            raise ValueError("HELPDESK_SMTP_TLS_KEY is set without HELPDESK_SMTP_TLS_CERT")
+        if not get("SMTP_TLS_CERT", "").strip():
+            for needs in ("SMTP_TLS_KEY", "SMTP_REQUIRE_TLS"):
+                if get(needs, "").strip() not in {"", "0", "false", "no", "off"}:
+                    raise ValueError(f"HELPDESK_{needs} is set without HELPDESK_SMTP_TLS_CERT")
         support_address = get("SUPPORT_ADDRESS", "soporte@example.com").strip().lower()
         domains = _list(get("SUPPORT_DOMAINS", support_address.rpartition("@")[2]))
         return cls(

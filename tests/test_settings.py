@@ -50,7 +50,12 @@ def test_smtp_edge_defaults_and_lmtp_off_unless_given_a_port(tmp_path):
     assert Settings.from_env({**base, "HELPDESK_LMTP_PORT": "0"}).lmtp_port == 0
 
 
-def test_a_tls_key_without_its_certificate_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="HELPDESK_SMTP_TLS_KEY is set without"):
+@pytest.mark.parametrize(("name", "value"), [("HELPDESK_SMTP_TLS_KEY", "/etc/key.pem"),
+                                           ("HELPDESK_SMTP_REQUIRE_TLS", "true")])
+def test_tls_settings_without_a_certificate_are_refused(tmp_path, name, value):
+    # A key alone, or TLS required with nothing to offer it with, is a mistake said at start.
+    with pytest.raises(ValueError, match=f"{name} is set without HELPDESK_SMTP_TLS_CERT"):
         Settings.from_env({"HELPDESK_VAR_DIR": str(tmp_path), "HELPDESK_SECRET_KEY": "k",
-                           "HELPDESK_SMTP_TLS_KEY": str(tmp_path / "key.pem")})
+                           name: value})
+    assert Settings.from_env({"HELPDESK_VAR_DIR": str(tmp_path), "HELPDESK_SECRET_KEY": "k",
+                              "HELPDESK_SMTP_REQUIRE_TLS": "false"}).smtp_require_tls is False
