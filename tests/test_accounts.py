@@ -414,16 +414,16 @@ def test_failed_logins_are_throttled_across_processes(parts, settings):
     # Three wrong passwords for José from a browser he never signed in with: the next try
     # must wait, even with the right password, and so it must on another gateway process
     # sharing the database (here a second app).
-    first = TestClient(create_app(settings, parts.engine, parts.workflow))
-    second = TestClient(create_app(settings, parts.engine, parts.workflow))
-    for _ in range(3):
-        wrong = log_in(first, JOSE, "not-his-password")
-        assert wrong.status_code == 401 and "no son correctos" in wrong.text
-    blocked = log_in(first, JOSE, PASSWORD)
-    assert blocked.status_code == 429 and "Demasiados intentos fallidos" in blocked.text
-    assert blocked.headers["retry-after"] == "2"
-    elsewhere = log_in(second, JOSE, PASSWORD)
-    assert elsewhere.status_code == 429
+    with TestClient(create_app(settings, parts.engine, parts.workflow)) as first, \
+            TestClient(create_app(settings, parts.engine, parts.workflow)) as second:
+        for _ in range(3):
+            wrong = log_in(first, JOSE, "not-his-password")
+            assert wrong.status_code == 401 and "no son correctos" in wrong.text
+        blocked = log_in(first, JOSE, PASSWORD)
+        assert blocked.status_code == 429 and "Demasiados intentos fallidos" in blocked.text
+        assert blocked.headers["retry-after"] == "2"
+        elsewhere = log_in(second, JOSE, PASSWORD)
+        assert elsewhere.status_code == 429
     with Session(parts.engine) as session:
         keys = {e.key for e in session.exec(select(ThrottleEvent)).all()}
     assert keys == {f"login:email:{JOSE}", "login:ip:testclient"}

@@ -5,7 +5,6 @@ trusted)."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import smtplib
 import socket
@@ -23,7 +22,7 @@ from gateway.channels.smtp_server import ConnectionLimits, GatewayHandler, bind,
 from gateway.channels.tls import self_signed
 from storage.blobs import BlobStore
 from storage.models import InboundMessage, Ticket
-from tests.conftest import RunningService, held, load_mail, wait_for
+from tests.conftest import RunningService, held, load_mail, run_async, wait_for
 from tests.test_smtp_server import send_in_thread
 
 MARIA = "maria.garcia@ferreteria-lopez.es"
@@ -116,7 +115,7 @@ def test_required_tls_without_a_certificate_does_not_start():
                                limits=ConnectionLimits(10, 10), require_tls=True)
 
     with pytest.raises(ValueError, match="HELPDESK_SMTP_TLS_CERT"):
-        asyncio.run(start())
+        run_async(start())
 
 
 def test_the_self_signed_certificate_is_made_once(tmp_path):

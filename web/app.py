@@ -138,13 +138,15 @@ class Site(Starlette):
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
-    """Listen for session changes on the loop that serves (web.known_sessions). web.server
-    runs without lifespan events: gateway.worker starts and stops the listening itself."""
+    """Listen for session changes on the loop that serves (web.known_sessions), and close the
+    loop's own database connection at the end (web.server runs without lifespan events:
+    gateway.worker does both itself)."""
     app.state.known_sessions.start()
     try:
         yield
     finally:
         await app.state.known_sessions.stop()
+        app.state.loop_reads.close()
 
 
 def create_app(settings: Settings, engine: Engine, workflow: Workflow | None = None) -> Starlette:
