@@ -128,17 +128,18 @@ class Ingestor:
     def prepare(self, leased: inbound.Leased) -> Prepared:
         """Parse the mail and judge its sender (DNS lookups, outside any transaction). Raises
         DnsUnavailable when the verdict must wait (enforce): the mail is tried again later."""
-        prepared = prepare(leased.raw_key, self.blobs.root, self.policy.max_attachment_size)
+        raw = self.blobs.get(leased.raw_key)
+        prepared = prepare(raw, self.blobs.root, self.policy.max_attachment_size)
         if self.policy.sender_auth == "off" or leased.released or prepared.mail.error:
             return prepared
-        return replace(prepared, auth=self.authenticate(leased, prepared))
+        return replace(prepared, auth=self.authenticate(leased, prepared, raw))
 
-    def authenticate(self, leased: inbound.Leased, prepared: Prepared) -> sender_auth.Verdict:
+    def authenticate(self, leased: inbound.Leased, prepared: Prepared,
+                     raw: bytes) -> sender_auth.Verdict:
         from_domain = sender_auth.domain_of(prepared.mail.from_address)
         trusted_id = (self.policy.smtp_auth_results if leased.channel == "smtp"
                       else self.policy.lmtp_auth_results if leased.channel == "lmtp"
                       else dict(self.policy.mailbox_auth_results).get(leased.source, ""))
-        raw = self.blobs.get(leased.raw_key)
         if trusted_id:
             return sender_auth.trusted(raw, trusted_id, from_domain) or sender_auth.Verdict(
                 from_domain, by=trusted_id, notes=(f"no Authentication-Results of {trusted_id}",))

@@ -38,9 +38,9 @@ class Prepared:
     auth: Verdict | None = None  # the sender's authentication, when judged (Ingestor.prepare)
 
 
-def prepare(raw_key: str, storage_dir: str | Path, max_attachment_size: int) -> Prepared:
+def prepare(raw: bytes, storage_dir: str | Path, max_attachment_size: int) -> Prepared:
     blobs = BlobStore(Path(storage_dir))
-    mail = parse(blobs.get(raw_key))
+    mail = parse(raw)
     files = []
     for item in mail.attachments:
         if item.declared_type in SIGNATURES:
