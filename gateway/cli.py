@@ -20,10 +20,8 @@ from zoneinfo import ZoneInfo
 import click
 
 from gateway import logs, team, webhooks
-from gateway.accounts import guessable_for, queue_password_link
-from gateway.channels.tls import self_signed
 from gateway.contacts import TYPES as CONTACT_TYPES
-from gateway.inbound.ingest import RETRY
+from gateway.inbound import batch
 from gateway.links import PasswordLinks
 from gateway.outbound import preview
 from gateway.outbound.render import to_bytes
@@ -130,6 +128,8 @@ def serve(ctx: click.Context, demo: bool) -> None:
     banner = ""
     if demo:
         if settings.smtp_tls_cert is None:  # STARTTLS to try, with a certificate made once
+            from gateway.channels.tls import self_signed  # (cryptography: for serve only)
+
             cert, key = self_signed(settings.var_dir, smtp_hostname(settings))
             settings = dataclasses.replace(settings, smtp_tls_cert=cert, smtp_tls_key=key)
         upgrade(settings.database_url)
@@ -181,44 +181,38 @@ def ingest(ctx: click.Context, files: tuple[Path, ...], as_json: bool, database_
     settings = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
     upgrade(settings.database_url)
     parts = _parts(ctx, settings)
-    for label, raw in _messages(files):
-        result: dict[str, object] = {"file": label}
-        try:
-            queue_id = inbound.enqueue(parts.engine, parts.blobs, raw, channel="file",
-                                       source=label)
-            outcome = parts.ingestor.process_next(queue_id)
-        except Exception as exc:  # the database refused even to record it: say so, go on
-            log.exception("could not ingest %s", label)
-            result.update(outcome="failed", ticket=None, reason=f"{type(exc).__name__}: {exc}")
-        else:
-            if outcome is None:  # a running gateway took it first; it is processed there
-                result.update(outcome="queued", ticket=None)
-            elif outcome.outcome == RETRY:  # a temporary error: `serve` tries it again
-                result.update(outcome="queued", ticket=None,
-                              reason=f"temporary error: {outcome.reason}")
-            else:
-                result.update(outcome.as_json())
+    for label, result in batch.ingest(parts.ingestor, _messages(files)):
         if as_json:
-            click.echo(json.dumps(result, ensure_ascii=False))
+            click.echo(json.dumps({"file": label, **result}, ensure_ascii=False))
         else:
             click.echo(f"{label}: {result['outcome']}"
                        + (f" #{result['ticket']}" if result.get("ticket") else "")
                        + (f" ({result.get('reason')})" if result.get("reason") else ""))
 
 
-def _messages(files: tuple[Path, ...]) -> Iterator[tuple[str, bytes]]:
-    """Each message of the files: a file is one mail, or an mbox of several."""
+def _messages(files: tuple[Path, ...]) -> Iterator[tuple[str, Path | bytes]]:
+    """Each message of the files: a file is one mail (read where it is prepared), or an mbox
+    of several."""
     for path in files:
-        raw = path.read_bytes()
-        if path.suffix.lower() == ".mbox" or (raw.startswith(b"From ") and b"\nFrom " in raw):
-            box = mailbox.mbox(path, create=False)
-            try:
-                for index, key in enumerate(box.iterkeys(), start=1):
-                    yield f"{path}#{index}", box.get_bytes(key)
-            finally:
-                box.close()
-        else:
-            yield str(path), raw
+        if not _is_mbox(path):
+            yield str(path), path
+            continue
+        box = mailbox.mbox(path, create=False)
+        try:
+            for index, key in enumerate(box.iterkeys(), start=1):
+                yield f"{path}#{index}", box.get_bytes(key)
+        finally:
+            box.close()
+
+
+def _is_mbox(path: Path) -> bool:
+    if path.suffix.lower() == ".mbox":
+        return True
+    with path.open("rb") as handle:
+        start = handle.read(5)
+        if start != b"From ":
+            return False
+        return b"\nFrom " in start + handle.read()
 
 
 @main.group("inbound")
@@ -412,6 +406,8 @@ def contact_invite(ctx: click.Context, email: str) -> None:
     parts = _parts(ctx, settings)
     links = PasswordLinks(str(settings.secret_key), settings.public_url,
                           settings.password_link_hours)
+    from gateway.accounts import queue_password_link  # (zxcvbn: for this command only)
+
     with transaction(parts.engine) as session:
         found = contact_by_email(session, email)
         if found is None or not found.active or found.state != "verified":
@@ -692,6 +688,8 @@ def agent() -> None:
 def agent_add(ctx: click.Context, email: str, name: str, role: str, language: str,
               password: str | None) -> None:
     """Add an agent."""
+    from gateway.accounts import guessable_for  # (zxcvbn: for this command only)
+
     if password and guessable_for(password, name, email):
         raise click.BadParameter("too easy to guess (zxcvbn): use a longer phrase of "
                                  "unrelated words", param_hint="--password")

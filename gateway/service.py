@@ -18,13 +18,10 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
-import httpx
 from sqlalchemy.engine import Engine
 
-from gateway.channels.imap_poller import ImapPoller
-from gateway.channels.smtp_server import ConnectionLimits, GatewayHandler, bind, start_server
-from gateway.channels.tls import server_context
 from gateway.group_commit import GroupCommit
 from gateway.inbound.ingest import Ingestor, Policy
 from gateway.inbound.sender_auth import use_dns_servers
@@ -52,6 +49,9 @@ from storage.faults import describe, is_unavailable
 from storage.models import InboundMessage, Notification, utcnow
 from storage.queues import new_holder
 from web.throttle import KEPT as THROTTLE_KEPT
+
+if TYPE_CHECKING:
+    from gateway.channels.imap_poller import ImapPoller
 
 log = logging.getLogger("gateway.service")
 
@@ -129,6 +129,17 @@ class Service:
                                context.RawValue("Q", 0), context.RawArray("b", count))
 
     async def start(self) -> None:
+        # The channels are imported here: the other commands (ingest first) build the parts
+        # without them (aiosmtpd, cryptography: a quarter of a second at every start).
+        from gateway.channels.imap_poller import ImapPoller
+        from gateway.channels.smtp_server import (
+            ConnectionLimits,
+            GatewayHandler,
+            bind,
+            start_server,
+        )
+        from gateway.channels.tls import server_context
+
         parts, settings = self.parts, self.settings
         smtp_sock = bind(settings.smtp_host, settings.smtp_port)
         # The web port is reserved here (a free one if the setting is 0) and served by the web
@@ -277,6 +288,8 @@ class Service:
         """Every WEBHOOKS_EVERY: each subscription's next due event is POSTed to the team's
         helpdesk tool (gateway.webhooks)."""
         sender = WebhookSender(self.parts.engine, new_holder("webhooks"))
+        import httpx  # here: the other commands never deliver webhooks
+
         async with httpx.AsyncClient(follow_redirects=False) as client:
             while True:
                 try:

@@ -20,8 +20,8 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-import httpx
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, or_, select
 from standardwebhooks import Webhook as Signer
@@ -29,6 +29,9 @@ from standardwebhooks import Webhook as Signer
 from storage.db import supports_skip_locked, transaction
 from storage.directory import DirectoryError
 from storage.models import WEBHOOK_EVENTS, Webhook, WebhookDelivery, aware, utcnow
+
+if TYPE_CHECKING:  # imported where it delivers: every command imports this module
+    import httpx
 
 log = logging.getLogger("gateway.webhooks")
 
@@ -149,6 +152,8 @@ class WebhookSender:
             return claimed
 
     async def send(self, client: httpx.AsyncClient, item: Due) -> Result:
+        import httpx
+
         moment = utcnow()
         headers = {"content-type": "application/json", "webhook-id": item.event_id,
                    "webhook-timestamp": str(int(moment.timestamp())),

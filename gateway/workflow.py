@@ -22,6 +22,7 @@ from gateway.links import DECISIONS, RatingLinks, VerificationLinks
 from gateway.outbound.render import new_message_id
 from gateway.ratings import rating_links
 from gateway.settings import Settings
+from storage.db import once_per_transaction
 from storage.models import (
     STATUS_GROUPS,
     Agent,
@@ -429,8 +430,8 @@ class Workflow:
             assignee = session.get(Agent, assignee_id)
             if assignee is not None and assignee.active:
                 return [assignee]
-        return list(session.exec(select(Agent).where(col(Agent.active))
-                                 .order_by(col(Agent.id))))
+        return once_per_transaction(session, "helpdesk.active_agents", lambda: list(
+            session.exec(select(Agent).where(col(Agent.active)).order_by(col(Agent.id)))))
 
     def notify_refused_sender(self, session: Session, *, address: str, name: str,
                               subject: str, thread: Thread) -> Notification | None:
@@ -471,10 +472,13 @@ def untagged(subject: str) -> str:
 
 def _default_priority(session: Session, organization_id: int) -> str:
     """A new ticket's priority: its organization's SLA plan's default, else normal."""
-    plan = session.exec(select(SlaPlan.default_priority).join(
-        Organization, col(Organization.sla_plan) == SlaPlan.name).where(
-        Organization.id == organization_id)).first()
-    return plan or "normal"
+    known: dict[int, str] = once_per_transaction(session, "helpdesk.default_priorities", dict)
+    if organization_id not in known:
+        plan = session.exec(select(SlaPlan.default_priority).join(
+            Organization, col(Organization.sla_plan) == SlaPlan.name).where(
+            Organization.id == organization_id)).first()
+        known[organization_id] = plan or "normal"
+    return known[organization_id]
 
 
 def reopenable(ticket: Ticket, reopen_days: int) -> bool:

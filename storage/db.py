@@ -239,3 +239,16 @@ _AUTOCOMMIT: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", _BEGIN_OPTION: N
 
 def supports_skip_locked(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+def once_per_transaction(session: Session, key: str, load: Callable[[], Any]) -> Any:
+    """``load()``, read once per transaction of ``session`` and kept until it ends: for what a
+    batch of mails applied in one transaction asks again and again (the active webhooks, the
+    agents to alert, an organization's default priority) and that changes rarely. A change
+    committed by another transaction meanwhile is seen by the next transaction."""
+    current = session.get_transaction()
+    kept = session.info.get(key)
+    if current is None or kept is None or kept[0] is not current:
+        kept = (current, load())
+        session.info[key] = kept
+    return kept[1]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, delete, or_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -63,15 +63,20 @@ def enqueue(
                                    rcpt_to)])[0]
 
 
-def record(engine: Engine, arrivals: list[Arrival], lock_wait: float | None = None) -> list[int]:
+def record(engine: Engine, arrivals: list[Arrival], lock_wait: float | None = None,
+           leased_by: str | None = None) -> list[int]:
     """Queue mails already in the blob store, all in one transaction (one commit, one fsync);
-    ``lock_wait`` bounds the wait for the database's locks (a temporary error after it)."""
+    ``lock_wait`` bounds the wait for the database's locks (a temporary error after it).
+    ``leased_by``: queued already leased to this worker, which applies them next (as if it had
+    leased them: another worker takes them only once the lease runs out)."""
+    lease = {} if leased_by is None else {
+        "state": "processing", "claimed_by": leased_by, "claimed_at": utcnow(), "attempts": 1}
     rows = [
         InboundMessage(
             channel=a.channel, source=a.source[:255], source_ref=a.source_ref,
             mail_from=a.mail_from[:320], helo=a.helo[:255], rcpt_to=",".join(a.rcpt_to),
             raw_key=a.key,
-            raw_sha256=a.key, size=a.size,
+            raw_sha256=a.key, size=a.size, **lease,
         )
         for a in arrivals
     ]
@@ -82,7 +87,7 @@ def record(engine: Engine, arrivals: list[Arrival], lock_wait: float | None = No
 
 
 # A lease older than ``stale`` is taken to belong to a worker that died mid-mail (taking it again
-# is safe: a late worker's result is discarded, see leased_row). After MAX_ATTEMPTS leases a mail
+# is safe: a late worker's result is discarded, see leased_rows). After MAX_ATTEMPTS leases a mail
 # is kept as failed instead: a mail that kills its worker must not loop forever.
 STALE_LEASE = timedelta(seconds=30)
 MAX_ATTEMPTS = 5
@@ -151,50 +156,52 @@ def release(engine: Engine, worker: str, *, died: bool = True) -> int:
         return result.rowcount  # type: ignore[attr-defined,no-any-return]
 
 
-def leased_row(session: Session, inbound_id: int, worker: str) -> InboundMessage | None:
-    """The mail if ``worker`` still holds its lease, locked for this transaction."""
+def leased_rows(session: Session, inbound_ids: list[int], worker: str) -> dict[int, InboundMessage]:
+    """The mails of ``inbound_ids`` that ``worker`` still holds the lease of, by id, locked for
+    this transaction (one query for a worker's whole batch)."""
     query = select(InboundMessage).where(
-        InboundMessage.id == inbound_id,
+        col(InboundMessage.id).in_(inbound_ids),
         InboundMessage.state == "processing",
         InboundMessage.claimed_by == worker,
     )
     if supports_skip_locked(session.get_bind()):  # type: ignore[arg-type]
         query = query.with_for_update()
-    return session.exec(query).first()
+    return {row.id: row for row in session.exec(query)}  # type: ignore[misc]
 
 
-def claim_keys(row: InboundMessage) -> list[str]:
+def claim_keys(row: InboundMessage, message_id: str | None) -> list[str]:
     """The keys a mail claims: its raw bytes, and its Message-ID if it has one."""
     keys = [f"raw:{row.raw_sha256}"]
-    if row.header_message_id:
-        digest = hashlib.sha256(row.header_message_id.encode("utf-8", "surrogateescape"))
+    if message_id:
+        digest = hashlib.sha256(message_id.encode("utf-8", "surrogateescape"))
         keys.append(f"mid:{digest.hexdigest()}")
     return keys
 
 
-def claim(session: Session, row: InboundMessage) -> InboundMessage | None:
+def claim(session: Session, row: InboundMessage, message_id: str | None) -> InboundMessage | None:
     """Claim the mail's bytes and Message-ID for it, inside the caller's transaction; if an
     earlier mail holds either, claim nothing and return that mail (this one is its copy).
 
     The insert is refused by the database (``ON CONFLICT DO NOTHING`` on the primary key): on
     PostgreSQL an insert of a key that a concurrent transaction has just inserted waits for that
     transaction, and finds the key once it commits, so two copies applied at the same moment by
-    two workers cannot both become tickets."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    keys = claim_keys(row)
-    savepoint = session.begin_nested()
-    for key in keys:
-        statement = (insert(InboundClaim).values(key=key, inbound_id=row.id)
-                     .on_conflict_do_nothing(index_elements=["key"])
-                     .returning(InboundClaim.key))
-        if session.execute(statement).first() is None:  # the key was taken
-            savepoint.rollback()
-            holder = session.exec(select(InboundClaim.inbound_id)
-                                  .where(InboundClaim.key == key)).first()
-            return session.get(InboundMessage, holder) if holder is not None else None
-    savepoint.commit()
-    return None
+    two workers cannot both become tickets. Both keys go in one statement; if either was taken,
+    the one inserted is deleted again (the caller's transaction never shows it to anybody)."""
+    connection = session.connection()
+    insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    keys = claim_keys(row, message_id)
+    claimed = set(connection.execute(
+        insert(InboundClaim).on_conflict_do_nothing(index_elements=["key"])
+        .returning(InboundClaim.key),
+        [{"key": key, "inbound_id": row.id} for key in keys]).scalars())
+    if len(claimed) == len(keys):
+        return None
+    if claimed:
+        connection.execute(delete(InboundClaim).where(col(InboundClaim.key).in_(claimed)))
+    taken = next(key for key in keys if key not in claimed)
+    holder = connection.execute(select(InboundClaim.inbound_id)
+                                .where(InboundClaim.key == taken)).scalar()
+    return session.get(InboundMessage, holder) if holder is not None else None
 
 
 RETRY_BASE = timedelta(seconds=1)

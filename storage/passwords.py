@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 _hasher = PasswordHasher()
 
-# Verified when the email is unknown, so a wrong email takes as long as a wrong password.
-_DUMMY_HASH = _hasher.hash("no such user")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified when the email is unknown, so a wrong email takes as long as a wrong password.
+    Made at first use, not at import: every command imports this module (~0.1 s of argon2)."""
+    return _hasher.hash("no such user")
 
 
 def hash_password(password: str) -> str:
@@ -17,6 +24,6 @@ def hash_password(password: str) -> str:
 
 def verify_password(stored_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+        return _hasher.verify(stored_hash or _dummy_hash(), password) and stored_hash is not None
     except (VerificationError, InvalidHashError):
         return False

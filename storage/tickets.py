@@ -24,8 +24,9 @@ from storage.models import (
 
 
 def next_ticket_number(session: Session) -> int:
-    """Take the next human ticket number inside the caller's transaction."""
-    result = session.execute(
+    """Take the next human ticket number inside the caller's transaction (a plain statement on
+    the session's connection: nothing of the session needs flushing for it)."""
+    result = session.connection().execute(
         update(Counter)
         .where(col(Counter.name) == "ticket")
         .values(value=Counter.value + 1)
@@ -118,11 +119,15 @@ def unrated_count(session: Session, organization_id: int) -> int:
 
 
 def messages_from_since(session: Session, address: str, since: datetime) -> int:
-    """How many messages this sender got stored since a moment (the flood rule's count)."""
+    """How many messages this sender got stored since a moment (the flood rule's count),
+    including those stored earlier in the same transaction and not written yet (counted in
+    the session rather than flushed for the count: a batch of mails flushes less)."""
     query = select(func.count()).select_from(Message).where(
         col(Message.from_address) == address, col(Message.created_at) >= since
     )
-    return int(session.exec(query).one())
+    written = int(session.connection().execute(query).scalar_one())
+    return written + sum(1 for item in session.new if isinstance(item, Message)
+                         and item.from_address == address and item.created_at >= since)
 
 
 def notifications_by_message_ids(
@@ -160,8 +165,10 @@ class FileRecord:
 
 def add_files(session: Session, message: Message, files: Sequence[FileRecord]) -> None:
     """A message's files on its ticket: accepted ones with their stored blob, refused ones
-    with the reason."""
-    assert message.id is not None
+    with the reason. The message is flushed for its id if it has files and none yet."""
+    if files and message.id is None:
+        session.flush()
+    assert message.id is not None or not files
     for item in files:
         session.add(Attachment(
             message_id=message.id, ticket_id=message.ticket_id, filename=item.filename,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -108,6 +109,10 @@ class Ingestor:
         # supervisor names it, to put its leases back if it dies).
         self.worker_id = worker_id or new_holder("ingest")
 
+    @property
+    def preparer(self) -> Preparer:
+        return Preparer(self.policy, self.blobs.root)
+
     def process_next(self, inbound_id: int | None = None) -> Outcome | None:
         """Process the oldest queued mail (or the one named) here and now; None when none is
         waiting. The gateway's worker processes do the same in batches (gateway.worker)."""
@@ -128,8 +133,89 @@ class Ingestor:
     def prepare(self, leased: inbound.Leased) -> Prepared:
         """Parse the mail and judge its sender (DNS lookups, outside any transaction). Raises
         DnsUnavailable when the verdict must wait (enforce): the mail is tried again later."""
-        raw = self.blobs.get(leased.raw_key)
-        prepared = prepare(raw, self.blobs.root, self.policy.max_attachment_size)
+        return self.preparer.prepare(leased, self.blobs.get(leased.raw_key))
+
+    def apply(self, batch: list[tuple[int, Prepared | BaseException]]) -> list[Outcome]:
+        """Write the outcomes of prepared mails in one transaction.
+
+        All at once first; if a mail raises, that transaction is rolled back and the batch is
+        written again with each mail in a savepoint, so that the failing mail is kept as failed
+        (or queued for a retry) without undoing the others. Savepoints are a quarter of the
+        cost of a mail, paid only for a batch where one fails."""
+        try:
+            outcomes = self._apply(batch, careful=False)
+        except _MailFailed:
+            outcomes = self._apply(batch, careful=True)
+        for outcome in outcomes:
+            level = logging.WARNING if outcome.outcome in {RETRY, "failed"} else logging.INFO
+            log.log(level, "inbound %s %s ticket=%s reason=%s from=%s", outcome.inbound_id,
+                    outcome.outcome, outcome.ticket, outcome.reason, outcome.sender,
+                    extra={"ticket": outcome.ticket, "inbound_id": outcome.inbound_id})
+        return outcomes
+
+    def _apply(self, batch: list[tuple[int, Prepared | BaseException]],
+               careful: bool) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        with transaction(self.engine) as session:
+            rows = inbound.leased_rows(session, [queue_id for queue_id, _ in batch],
+                                       self.worker_id)
+            for queue_id, prepared in batch:
+                row = rows.get(queue_id)
+                if row is None:  # our lease ran out and another worker took the mail
+                    continue
+                if isinstance(prepared, BaseException):
+                    outcomes.append(self._failed(session, row, prepared))
+                    continue
+                if not careful:
+                    try:
+                        outcomes.append(_Run(self, session, row, prepared).dispose())
+                    except Exception as exc:  # the whole batch again, this mail in a savepoint
+                        raise _MailFailed(queue_id) from exc
+                    continue
+                try:
+                    with session.begin_nested():
+                        outcome = _Run(self, session, row, prepared).dispose()
+                except Exception as exc:
+                    if not is_temporary(exc):
+                        log.exception("inbound %s failed", queue_id)
+                    session.refresh(row)
+                    outcome = self._failed(session, row, exc)
+                outcomes.append(outcome)
+        return outcomes
+
+    def _failed(self, session: Session, row: InboundMessage, exc: BaseException) -> Outcome:
+        """A mail whose processing raised: back to the queue if the error is temporary (the disk
+        is full, the database went away), else kept as failed with its error."""
+        reason = describe(exc)[:4000]
+        assert row.id is not None
+        retry_for = timedelta(days=self.policy.retry_days)
+        if is_temporary(exc) and inbound.retry_later(row, reason, retry_for):
+            session.add(row)
+            return Outcome(row.id, RETRY, None, f"{reason} (tried again at "
+                           f"{row.next_attempt_at:%H:%M:%S} UTC)", "", "")
+        if row.failing_since is not None:
+            reason = f"still failing after {self.policy.retry_days:g} day(s): {reason}"
+        row.state, row.outcome, row.error = "failed", "failed", reason
+        row.processed_at = utcnow()
+        session.add(row)
+        return Outcome(row.id, "failed", None, reason, "", "")
+
+
+class _MailFailed(Exception):
+    """A mail of a batch raised: the batch is written again, each mail in a savepoint."""
+
+
+class Preparer:
+    """The part of ingesting a mail that needs no database: parse it, check and store its
+    files, judge its sender. Runs in the ingest workers, or in the pool of processes of
+    ``helpdesk ingest`` (gateway.inbound.batch)."""
+
+    def __init__(self, policy: Policy, storage_root: Path) -> None:
+        self.policy = policy
+        self.storage_root = storage_root
+
+    def prepare(self, leased: inbound.Leased, raw: bytes) -> Prepared:
+        prepared = prepare(raw, self.storage_root, self.policy.max_attachment_size)
         if self.policy.sender_auth == "off" or leased.released or prepared.mail.error:
             return prepared
         return replace(prepared, auth=self.authenticate(leased, prepared, raw))
@@ -153,51 +239,6 @@ class Ingestor:
                 raise
             return sender_auth.Verdict(from_domain, temporary=True, notes=(str(exc),))
 
-    def apply(self, batch: list[tuple[int, Prepared | BaseException]]) -> list[Outcome]:
-        """Write the outcomes of prepared mails in one transaction, each mail in a savepoint so
-        that one failing mail is kept as failed without undoing the others."""
-        outcomes: list[Outcome] = []
-        with transaction(self.engine) as session:
-            for queue_id, prepared in batch:
-                row = inbound.leased_row(session, queue_id, self.worker_id)
-                if row is None:  # our lease ran out and another worker took the mail
-                    continue
-                if isinstance(prepared, BaseException):
-                    outcomes.append(self._failed(session, row, prepared))
-                    continue
-                try:
-                    with session.begin_nested():
-                        outcome = _Run(self, session, row, prepared).dispose()
-                except Exception as exc:
-                    if not is_temporary(exc):
-                        log.exception("inbound %s failed", queue_id)
-                    session.refresh(row)
-                    outcome = self._failed(session, row, exc)
-                outcomes.append(outcome)
-        for outcome in outcomes:
-            level = logging.WARNING if outcome.outcome in {RETRY, "failed"} else logging.INFO
-            log.log(level, "inbound %s %s ticket=%s reason=%s from=%s", outcome.inbound_id,
-                    outcome.outcome, outcome.ticket, outcome.reason, outcome.sender,
-                    extra={"ticket": outcome.ticket, "inbound_id": outcome.inbound_id})
-        return outcomes
-
-    def _failed(self, session: Session, row: InboundMessage, exc: BaseException) -> Outcome:
-        """A mail whose processing raised: back to the queue if the error is temporary (the disk
-        is full, the database went away), else kept as failed with its error."""
-        reason = describe(exc)[:4000]
-        assert row.id is not None
-        retry_for = timedelta(days=self.policy.retry_days)
-        if is_temporary(exc) and inbound.retry_later(row, reason, retry_for):
-            session.add(row)
-            return Outcome(row.id, RETRY, None, f"{reason} (tried again at "
-                           f"{row.next_attempt_at:%H:%M:%S} UTC)", "", "")
-        if row.failing_since is not None:
-            reason = f"still failing after {self.policy.retry_days:g} day(s): {reason}"
-        row.state, row.outcome, row.error = "failed", "failed", reason
-        row.processed_at = utcnow()
-        session.add(row)
-        return Outcome(row.id, "failed", None, reason, "", "")
-
 
 class _Run:
     """One mail's way through the rules, inside the caller's transaction."""
@@ -210,10 +251,10 @@ class _Run:
         self.row = row
         self.prepared = prepared
         self.mail: ParsedMail = prepared.mail
-        row.header_message_id = self.mail.message_id
 
     def finish(self, kind: str, ticket: Ticket | None, reason: str | None) -> Outcome:
         row = self.row
+        row.header_message_id = self.mail.message_id
         row.state, row.outcome, row.reason = "done", kind, reason
         row.next_attempt_at = row.failing_since = row.error = None
         row.ticket_id = ticket.id if ticket else None
@@ -227,7 +268,7 @@ class _Run:
         mail, session = self.mail, self.session
         if mail.error:
             return self.finish("failed", None, f"unparsable: {mail.error}")
-        earlier = inbound.claim(session, self.row)
+        earlier = inbound.claim(session, self.row, mail.message_id)
         if earlier is not None and earlier.id != self.row.id:  # (itself: released, again)
             ticket = session.get(Ticket, earlier.ticket_id) if earlier.ticket_id else None
             return self.finish("duplicate", ticket, f"same mail as inbound {earlier.id}")
@@ -241,7 +282,8 @@ class _Run:
             return self.finish("rejected", None, looped)
         if not mail.from_address:
             return self.finish("rejected", None, "no sender address")
-        contact = contact_by_email(session, mail.from_address)
+        with session.no_autoflush:  # (a contact made by a mail is flushed as it is made)
+            contact = contact_by_email(session, mail.from_address)
         self._record_auth()
         unauthenticated = self._impersonation(contact)
         if unauthenticated:
@@ -457,8 +499,7 @@ class _Run:
             raw_key=row.raw_key, inbound_id=row.id,
         )
         self.session.add(message)
-        self.session.flush()
-        add_files(self.session, message, self.prepared.files)
+        add_files(self.session, message, self.prepared.files)  # (flushes it for its id, if any)
         return message
 
     def files(self) -> tuple[PreparedFile, ...]:

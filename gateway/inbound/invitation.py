@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
-import icalendar
+if TYPE_CHECKING:
+    import icalendar
 
 log = logging.getLogger("gateway.parse")
 
@@ -21,6 +23,8 @@ _METHODS = {"REQUEST": "Convocatoria", "CANCEL": "Convocatoria cancelada",
 
 def summary(payload: bytes) -> str | None:
     """What, when, where and who of each event; None when the part is not a readable calendar."""
+    import icalendar  # here: ~0.1 s to import, and most mails carry no invitation
+
     try:
         calendar = icalendar.Calendar.from_ical(payload)
         method = str(calendar.get("METHOD", "")).upper()

@@ -75,7 +75,10 @@ def parse(raw: bytes) -> ParsedMail:
     if not raw_headers:
         return _unparsable("not a mail: no header at all (a binary file, an Outlook .msg?)")
     try:
-        mail = mailparser.MailParser(_message(raw))
+        message = _message(raw)
+        # mail-parser reads the headers only: its own walk would decode every part (and every
+        # attachment) a second time, for nothing (ours is gateway.inbound.parts).
+        mail = mailparser.MailParser(_headers_of(message))
     except Exception as exc:  # one bad mail must never stop the queue
         log.warning("unparsable mail (%d bytes): %s", len(raw), exc)
         return _unparsable(f"{type(exc).__name__}: {exc}")
@@ -93,9 +96,11 @@ def parse(raw: bytes) -> ParsedMail:
     headers = attempt("headers", lambda: {
         name.lower(): _header_text(value) for name, value in (mail.headers or {}).items()
     }, {})
-    found = attempt("body", lambda: parts.split(mail.message), None)
+    found = attempt("body", lambda: parts.split(message), None)
     if found is None:  # the walk failed: take mail-parser's decoding, lossy as it may be
-        found = parts.Parts(plain=list(mail.text_plain or []), html=list(mail.text_html or []))
+        whole = attempt("body", lambda: mailparser.MailParser(message), None)
+        found = parts.Parts(plain=list(whole.text_plain or []) if whole else [],
+                            html=list(whole.text_html or []) if whole else [])
     defects += found.defects
     # Raw 8-bit headers are in the charset the mailer writes its body in.
     hint = _declared_charset(headers.get("content-type", "")) or found.charset
@@ -250,6 +255,14 @@ def _message(raw: bytes) -> Message:
     for start in range(0, len(raw), FEED_CHUNK):
         parser.feed(raw[start:start + FEED_CHUNK])
     return parser.close()
+
+
+def _headers_of(message: Message) -> Message:
+    """The message's headers as they are, without its body."""
+    headers = Message(policy=compat32)
+    for name, value in message.raw_items():
+        headers[name] = value
+    return headers
 
 
 def _first_address(pairs: list[tuple[str, str]] | None) -> tuple[str, str]:
