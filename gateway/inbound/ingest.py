@@ -138,13 +138,16 @@ class Ingestor:
     def apply(self, batch: list[tuple[int, Prepared | BaseException]]) -> list[Outcome]:
         """Write the outcomes of prepared mails in one transaction.
 
-        All at once first; if a mail raises, that transaction is rolled back and the batch is
-        written again with each mail in a savepoint, so that the failing mail is kept as failed
-        (or queued for a retry) without undoing the others. Savepoints are a quarter of the
-        cost of a mail, paid only for a batch where one fails."""
+        All at once first; if anything raises (a mail's rules, or the database refusing a
+        mail's rows when they are written, maybe at commit), that transaction is rolled back and
+        the batch is written again with each mail in a savepoint and flushed there, so that the
+        failing mail is kept as failed (or queued for a retry) without undoing the others.
+        Savepoints and a flush per mail cost a third of a mail's time: paid only for a batch
+        where something failed."""
         try:
             outcomes = self._apply(batch, careful=False)
-        except _MailFailed:
+        except Exception as exc:  # a mail raised, or a write of one failed at flush or commit
+            log.debug("batch of %d written again mail by mail: %s", len(batch), describe(exc))
             outcomes = self._apply(batch, careful=True)
         for outcome in outcomes:
             level = logging.WARNING if outcome.outcome in {RETRY, "failed"} else logging.INFO
@@ -173,7 +176,7 @@ class Ingestor:
                         raise _MailFailed(queue_id) from exc
                     continue
                 try:
-                    with session.begin_nested():
+                    with session.begin_nested():  # (its release flushes the mail's rows)
                         outcome = _Run(self, session, row, prepared).dispose()
                 except Exception as exc:
                     if not is_temporary(exc):
