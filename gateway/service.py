@@ -29,7 +29,6 @@ from gateway.links import RatingLinks, ReplyAddresses
 from gateway.outbound.sender import Sender, sender_from_settings
 from gateway.ratings import forget_old_openings, promote_pending, queue_reminders
 from gateway.settings import Settings
-from gateway.sla_clocks import refresh_changed
 from gateway.supervisor import Supervisor, TaskPart, ThreadPart
 from gateway.webhooks import WebhookSender
 from gateway.worker import (
@@ -306,6 +305,8 @@ class Service:
         """Every SLA_EVERY: the SLA clocks of tickets that changed, and those whose next
         warning or due time has come, are worked out again and stored (gateway.sla_clocks);
         batch after batch while there are more (after a calendar change, say)."""
+        from gateway.sla_clocks import refresh_changed  # (holidays: for serve only)
+
         while True:
             try:
                 while await asyncio.to_thread(refresh_changed, self.parts.engine,

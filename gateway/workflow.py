@@ -22,7 +22,7 @@ from gateway.links import DECISIONS, RatingLinks, VerificationLinks
 from gateway.outbound.render import new_message_id
 from gateway.ratings import rating_links
 from gateway.settings import Settings
-from storage.db import once_per_transaction
+from storage.db import insert_now, once_per_transaction
 from storage.models import (
     STATUS_GROUPS,
     Agent,
@@ -266,15 +266,13 @@ class Workflow:
             channel=channel,
             linked_ticket_id=linked_ticket.id if linked_ticket else None,
         )
-        session.add(ticket)
-        session.flush()
-        return ticket
+        return insert_now(session, ticket, keep=True)
 
     def _record(self, session: Session, ticket: Ticket, from_status: str | None,
                 to_status: str, actor: str, note: str) -> None:
         assert ticket.id is not None
-        session.add(StatusChange(ticket_id=ticket.id, from_status=from_status,
-                                 to_status=to_status, actor=actor[:320], note=note))
+        insert_now(session, StatusChange(ticket_id=ticket.id, from_status=from_status,
+                                         to_status=to_status, actor=actor[:320], note=note))
 
     def queue(
         self,
@@ -314,8 +312,7 @@ class Workflow:
             references=" ".join(references) or None,
             next_attempt_at=utcnow(),
         )
-        session.add(notification)
-        return notification
+        return insert_now(session, notification)
 
     # ------------------------------------------------------------------ agents' actions
 
@@ -358,7 +355,6 @@ class Workflow:
         notification = self.queue(session, event="agent_reply", ticket=ticket, contact=requester,
                                   extra={"agent_name": agent_name, "reply_text": text,
                                          "files": sent})
-        session.flush()
         message = Message(ticket_id=ticket.id, direction="out", channel="agent",
                           from_address=agent_name[:320], subject=ticket.subject, text=text,
                           new_text=text, message_id=notification.message_id,
@@ -418,10 +414,9 @@ class Workflow:
                    "console_url": f"{self.public_url}/team/tickets/{ticket.number}", **extra}
         queued = []
         for agent in self._agents_for(session, ticket.assignee_id):
-            mail = self.queue_plain(session, event=event, recipient=agent.email,
-                                    language=agent.language, contact_id=None, context=context)
-            mail.ticket_id = ticket.id
-            queued.append(mail)
+            queued.append(self.queue_plain(session, event=event, recipient=agent.email,
+                                           language=agent.language, contact_id=None,
+                                           context=context, ticket_id=ticket.id))
         return queued
 
     @staticmethod
@@ -450,17 +445,18 @@ class Workflow:
 
     def queue_plain(self, session: Session, *, event: str, recipient: str, language: str,
                     contact_id: int | None, context: dict[str, Any],
-                    thread: Thread = Thread()) -> Notification:
-        """Write to the outbox a mail that belongs to no ticket (no tag, no signed Reply-To)."""
+                    thread: Thread = Thread(), ticket_id: int | None = None) -> Notification:
+        """Write to the outbox a mail without the ticket's tag and signed Reply-To (kept with
+        ``ticket_id`` when it is about one: a mail to the team)."""
         context = {"brand": self.brand, "portal_url": self.public_url, **context}
         notification = Notification(
+            ticket_id=ticket_id,
             contact_id=contact_id, event=event, recipient=recipient, language=language,
             context=json.dumps(context, ensure_ascii=False),
             message_id=new_message_id(self.domain, event.replace("_", "-")),
             in_reply_to=thread.in_reply_to, references=" ".join(thread.chain()) or None,
         )
-        session.add(notification)
-        return notification
+        return insert_now(session, notification)
 
 
 def untagged(subject: str) -> str:

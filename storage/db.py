@@ -13,12 +13,13 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Select, event
+from sqlalchemy import Select, event, insert
 from sqlalchemy.engine import Connection, Dialect, Engine, make_url
 from sqlalchemy.exc import DBAPIError
-from sqlmodel import Session, create_engine
+from sqlalchemy.orm import make_transient_to_detached
+from sqlmodel import Session, SQLModel, create_engine
 
 from storage import faults
 
@@ -252,3 +253,31 @@ def once_per_transaction(session: Session, key: str, load: Callable[[], Any]) ->
         kept = (current, load())
         session.info[key] = kept
     return kept[1]
+
+
+Row = TypeVar("Row", bound=SQLModel)
+
+
+def insert_now(session: Session, row: Row, *, keep: bool = False) -> Row:
+    """Write ``row`` at once with one plain INSERT on the session's connection and give it its
+    id, without the ORM's unit of work: a flush costs several times its statement, and a batch
+    of mails writes a ticket, its history, its message and its queued mail for each one.
+
+    ``keep``: the row goes on in the session as loaded (a ticket, changed later in the same
+    transaction); else it stays out of it, a plain object (what is written once: a history
+    entry, a message, a queued mail). Its columns are read from the object as it is: a value
+    the database would fill in itself is not read back."""
+    table = row.__table__  # type: ignore[attr-defined]
+    values = {column.key: getattr(row, column.key) for column in table.columns
+              if not (column.primary_key and getattr(row, column.key) is None)}
+    result = session.connection().execute(insert(table), values)
+    row.id = result.inserted_primary_key[0]  # type: ignore[attr-defined]
+    if keep:
+        # A row of a savepoint rolled back may have left an object under the same key (SQLite
+        # gives a rolled-back id again): the new row is the one the session knows from now on.
+        stale = session.identity_map.get(session.identity_key(type(row), row.id))  # type: ignore[attr-defined]
+        if stale is not None and stale is not row:
+            session.expunge(stale)
+        make_transient_to_detached(row)
+        session.add(row)
+    return row

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import and_, delete, or_, update
+from sqlalchemy import and_, delete, insert, or_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -72,18 +72,17 @@ def record(engine: Engine, arrivals: list[Arrival], lock_wait: float | None = No
     lease = {} if leased_by is None else {
         "state": "processing", "claimed_by": leased_by, "claimed_at": utcnow(), "attempts": 1}
     rows = [
-        InboundMessage(
-            channel=a.channel, source=a.source[:255], source_ref=a.source_ref,
-            mail_from=a.mail_from[:320], helo=a.helo[:255], rcpt_to=",".join(a.rcpt_to),
-            raw_key=a.key,
-            raw_sha256=a.key, size=a.size, **lease,
-        )
+        {"channel": a.channel, "source": a.source[:255], "source_ref": a.source_ref,
+         "mail_from": a.mail_from[:320], "helo": a.helo[:255], "rcpt_to": ",".join(a.rcpt_to),
+         "raw_key": a.key, "raw_sha256": a.key, "size": a.size, **lease}
         for a in arrivals
     ]
     with transaction(engine, lock_wait=lock_wait) as session:
-        session.add_all(rows)
-        session.flush()
-        return [row.id for row in rows]  # type: ignore[misc]
+        # One multi-row INSERT (plain rows: the SMTP process records each group commit here).
+        inserted = session.connection().execute(
+            insert(InboundMessage).returning(InboundMessage.id, sort_by_parameter_order=True),
+            rows)
+        return list(inserted.scalars())
 
 
 # A lease older than ``stale`` is taken to belong to a worker that died mid-mail (taking it again

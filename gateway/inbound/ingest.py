@@ -27,7 +27,7 @@ from gateway.verification import pending_request_of
 from gateway.workflow import RefusedFile, Thread, Workflow, reopenable
 from storage import inbound
 from storage.blobs import BlobStore
-from storage.db import transaction
+from storage.db import insert_now, transaction
 from storage.faults import describe, is_temporary
 from storage.models import Contact, InboundMessage, Message, Organization, Ticket, utcnow
 from storage.queues import new_holder
@@ -501,8 +501,8 @@ class _Run:
             references=" ".join(mail.references) or None,
             raw_key=row.raw_key, inbound_id=row.id,
         )
-        self.session.add(message)
-        add_files(self.session, message, self.prepared.files)  # (flushes it for its id, if any)
+        insert_now(self.session, message)
+        add_files(self.session, message, self.prepared.files)
         return message
 
     def files(self) -> tuple[PreparedFile, ...]:
