@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, timedelta
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from gateway import events
@@ -466,13 +467,16 @@ def untagged(subject: str) -> str:
     return " ".join(OWN_TAG.sub(" ", subject).split()) or subject.strip()
 
 
+_DEFAULT_PRIORITY = select(SlaPlan.default_priority).join(
+    Organization, col(Organization.sla_plan) == SlaPlan.name).where(
+    Organization.id == bindparam("org"))
+
+
 def _default_priority(session: Session, organization_id: int) -> str:
     """A new ticket's priority: its organization's SLA plan's default, else normal."""
     known: dict[int, str] = once_per_transaction(session, "helpdesk.default_priorities", dict)
     if organization_id not in known:
-        plan = session.exec(select(SlaPlan.default_priority).join(
-            Organization, col(Organization.sla_plan) == SlaPlan.name).where(
-            Organization.id == organization_id)).first()
+        plan = session.exec(_DEFAULT_PRIORITY, params={"org": organization_id}).first()
         known[organization_id] = plan or "normal"
     return known[organization_id]
 

@@ -256,6 +256,7 @@ def once_per_transaction(session: Session, key: str, load: Callable[[], Any]) ->
 
 
 Row = TypeVar("Row", bound=SQLModel)
+_INSERTS: dict[Any, Any] = {}  # an INSERT statement per table, built once
 
 
 def insert_now(session: Session, row: Row, *, keep: bool = False) -> Row:
@@ -270,7 +271,10 @@ def insert_now(session: Session, row: Row, *, keep: bool = False) -> Row:
     table = row.__table__  # type: ignore[attr-defined]
     values = {column.key: getattr(row, column.key) for column in table.columns
               if not (column.primary_key and getattr(row, column.key) is None)}
-    result = session.connection().execute(insert(table), values)
+    statement = _INSERTS.get(table)
+    if statement is None:
+        statement = _INSERTS[table] = insert(table)
+    result = session.connection().execute(statement, values)
     row.id = result.inserted_primary_key[0]  # type: ignore[attr-defined]
     if keep:
         # A row of a savepoint rolled back may have left an object under the same key (SQLite

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import and_, delete, insert, or_, update
+from sqlalchemy import and_, bindparam, delete, insert, or_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -177,6 +177,13 @@ def claim_keys(row: InboundMessage, message_id: str | None) -> list[str]:
     return keys
 
 
+# Built once (ingest claims for every mail): SQLite's and PostgreSQL's ON CONFLICT insert.
+_CLAIM = {postgres: insert(InboundClaim).on_conflict_do_nothing(index_elements=["key"])
+          .returning(InboundClaim.key)
+          for postgres, insert in ((False, sqlite_insert), (True, postgresql_insert))}
+_CLAIM_HOLDER = select(InboundClaim.inbound_id).where(InboundClaim.key == bindparam("key"))
+
+
 def claim(session: Session, row: InboundMessage, message_id: str | None) -> InboundMessage | None:
     """Claim the mail's bytes and Message-ID for it, inside the caller's transaction; if an
     earlier mail holds either, claim nothing and return that mail (this one is its copy).
@@ -187,19 +194,16 @@ def claim(session: Session, row: InboundMessage, message_id: str | None) -> Inbo
     two workers cannot both become tickets. Both keys go in one statement; if either was taken,
     the one inserted is deleted again (the caller's transaction never shows it to anybody)."""
     connection = session.connection()
-    insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
     keys = claim_keys(row, message_id)
     claimed = set(connection.execute(
-        insert(InboundClaim).on_conflict_do_nothing(index_elements=["key"])
-        .returning(InboundClaim.key),
+        _CLAIM[connection.dialect.name == "postgresql"],
         [{"key": key, "inbound_id": row.id} for key in keys]).scalars())
     if len(claimed) == len(keys):
         return None
     if claimed:
         connection.execute(delete(InboundClaim).where(col(InboundClaim.key).in_(claimed)))
     taken = next(key for key in keys if key not in claimed)
-    holder = connection.execute(select(InboundClaim.inbound_id)
-                                .where(InboundClaim.key == taken)).scalar()
+    holder = connection.execute(_CLAIM_HOLDER, {"key": taken}).scalar()
     return session.get(InboundMessage, holder) if holder is not None else None
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, update
+from sqlalchemy import bindparam, or_, update
 from sqlmodel import Session, col, func, select
 
 from storage.models import (
@@ -22,21 +22,28 @@ from storage.models import (
     Ticket,
 )
 
+# The statements ingest runs for every mail, built once (building one costs more than
+# running it on SQLite); their values are bound at each run.
+_NEXT_TICKET_NUMBER = (update(Counter).where(col(Counter.name) == "ticket")
+                       .values(value=Counter.value + 1).returning(Counter.value))
+_CONTACT_BY_EMAIL = select(Contact).where(Contact.email == bindparam("email"))
+_MESSAGES_FROM_SINCE = select(func.count()).select_from(Message).where(
+    col(Message.from_address) == bindparam("address"),
+    col(Message.created_at) >= bindparam("since"))
+_TICKETS_BY_MESSAGE_IDS = select(Ticket).where(or_(
+    col(Ticket.id).in_(select(Message.ticket_id).where(
+        col(Message.message_id).in_(bindparam("ids", expanding=True)))),
+    col(Ticket.id).in_(select(Notification.ticket_id).where(
+        col(Notification.message_id).in_(bindparam("ids", expanding=True))))))
 
 def next_ticket_number(session: Session) -> int:
     """Take the next human ticket number inside the caller's transaction (a plain statement on
     the session's connection: nothing of the session needs flushing for it)."""
-    result = session.connection().execute(
-        update(Counter)
-        .where(col(Counter.name) == "ticket")
-        .values(value=Counter.value + 1)
-        .returning(Counter.value)
-    )
-    return int(result.scalar_one())
+    return int(session.connection().execute(_NEXT_TICKET_NUMBER).scalar_one())
 
 
 def contact_by_email(session: Session, email: str) -> Contact | None:
-    return session.exec(select(Contact).where(Contact.email == email.strip().lower())).first()
+    return session.exec(_CONTACT_BY_EMAIL, params={"email": email.strip().lower()}).first()
 
 
 def managers_of(session: Session, organization_id: int) -> list[Contact]:
@@ -60,11 +67,7 @@ def ticket_by_message_ids(session: Session, message_ids: Sequence[str]) -> list[
     """Tickets of messages we received or sent with one of these Message-IDs."""
     if not message_ids:
         return []
-    ids = list(message_ids)
-    received = select(Message.ticket_id).where(col(Message.message_id).in_(ids))
-    sent = select(Notification.ticket_id).where(col(Notification.message_id).in_(ids))
-    query = select(Ticket).where(or_(col(Ticket.id).in_(received), col(Ticket.id).in_(sent)))
-    return list(session.exec(query).all())
+    return list(session.exec(_TICKETS_BY_MESSAGE_IDS, params={"ids": list(message_ids)}).all())
 
 
 # The customer-area groups of tickets (DESIGN "Statuses"): "to_rate" holds the tickets that
@@ -122,10 +125,8 @@ def messages_from_since(session: Session, address: str, since: datetime) -> int:
     """How many messages this sender got stored since a moment (the flood rule's count),
     including those stored earlier in the same transaction and not written yet (counted in
     the session rather than flushed for the count: a batch of mails flushes less)."""
-    query = select(func.count()).select_from(Message).where(
-        col(Message.from_address) == address, col(Message.created_at) >= since
-    )
-    written = int(session.connection().execute(query).scalar_one())
+    written = int(session.connection().execute(
+        _MESSAGES_FROM_SINCE, {"address": address, "since": since}).scalar_one())
     return written + sum(1 for item in session.new if isinstance(item, Message)
                          and item.from_address == address and item.created_at >= since)
 
