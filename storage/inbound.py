@@ -204,7 +204,10 @@ def claim(session: Session, row: InboundMessage, message_id: str | None) -> Inbo
         connection.execute(delete(InboundClaim).where(col(InboundClaim.key).in_(claimed)))
     taken = next(key for key in keys if key not in claimed)
     holder = connection.execute(_CLAIM_HOLDER, {"key": taken}).scalar()
-    return session.get(InboundMessage, holder) if holder is not None else None
+    # Read again even if the session holds it: an earlier mail of the same batch has its
+    # outcome written by a plain UPDATE that its object does not show.
+    return session.get(InboundMessage, holder, populate_existing=True) \
+        if holder is not None else None
 
 
 RETRY_BASE = timedelta(seconds=1)

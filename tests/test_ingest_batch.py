@@ -71,6 +71,13 @@ def test_a_batch_of_fixture_mails_gets_the_outcome_each_gets_alone_then_copies_a
         assert all(row.claimed_by for row in session.exec(select(InboundMessage)))
 
 
+def test_a_copy_in_the_same_batch_is_the_duplicate_of_the_ticket_its_first_opened(parts):
+    raw = load_mail("outlook-new-request-es.eml")
+    results = list(batch.ingest(parts.ingestor, [("first", raw), ("copy", raw)]))
+    assert [(label, r["outcome"], r["ticket"]) for label, r in results] == [
+        ("first", "created", 1001), ("copy", "duplicate", 1001)]
+
+
 def test_a_mail_that_raises_is_kept_failed_and_the_rest_of_its_batch_is_written(
         parts, monkeypatch):
     # Three new requests in one batch; the middle one raises inside its rules. The batch is
