@@ -28,8 +28,6 @@ from gateway.outbound.render import to_bytes
 from gateway.ratings import queue_reminders
 from gateway.service import Parts, build, run_forever, smtp_hostname
 from gateway.settings import Settings
-from gateway.sla_clocks import Plans, ahead, put_on_plan, save_calendar, save_plan, ticket_clocks
-from gateway.sla_report import report
 from gateway.team import TeamError
 from gateway.verification import decide, pending_request_of
 from gateway.workflow import TransitionError
@@ -322,6 +320,8 @@ def org_sender_auth(ctx: click.Context, code: str, rule: str) -> None:
 @click.pass_context
 def org_plan(ctx: click.Context, code: str, plan: str) -> None:
     """Put an organization on an SLA plan (`helpdesk sla plan`)."""
+    from gateway.sla_clocks import put_on_plan  # (holidays: for the SLA commands only)
+
     parts = _parts(ctx)
     with _told(LookupError, ValueError):
         put_on_plan(parts.engine, code, plan)
@@ -781,6 +781,8 @@ def sla() -> None:
 def sla_explain(ctx: click.Context, number: int) -> None:
     """Why each due time of a ticket is what it is: target, due, state, and the segments of
     its clock (running, paused, outside hours, holiday), in the calendar's time."""
+    from gateway.sla_clocks import Plans, ahead, ticket_clocks
+
     parts = _parts(ctx)
     with transaction(parts.engine, write=False) as session:
         found = ticket_by_number(session, number)
@@ -838,6 +840,8 @@ def sla_calendar(ctx: click.Context, name: str, hours: str, days: str, seasons: 
         span, _, season_hours = season.partition("=")
         start, _, end = span.partition(":")
         parsed.append((start, end, season_hours))
+    from gateway.sla_clocks import save_calendar
+
     with _told(ValueError, KeyError, NotImplementedError):
         save_calendar(parts.engine, name, hours=hours, days=days, seasons=parsed,
                       timezone=timezone, country=country or None, subdivision=region,
@@ -868,6 +872,8 @@ def sla_plan(ctx: click.Context, name: str, calendar: str, targets: tuple[str, .
         shares = [float(v) for v in warn_at.split(",") if v.strip()]
     except ValueError as exc:
         raise click.BadParameter(f"cannot read {exc}") from exc
+    from gateway.sla_clocks import save_plan
+
     parts = _parts(ctx)
     with _told(ValueError):
         save_plan(parts.engine, name, calendar=calendar, targets=parsed,
@@ -887,6 +893,8 @@ def sla_report(ctx: click.Context, since: datetime, until: datetime, organizatio
                as_csv: bool) -> None:
     """Per organization and target: tickets opened in the period, met, breached, median and
     p90 business minutes; and the ratings given in the period."""
+    from gateway.sla_report import report
+
     parts = _parts(ctx)
     with transaction(parts.engine, write=False) as session:
         found = report(session, since.replace(tzinfo=UTC), until.replace(tzinfo=UTC),

@@ -21,7 +21,7 @@ from sqlmodel import Session, col
 from gateway.inbound import attachments, sender_auth
 from gateway.inbound.correlate import Clues, clues
 from gateway.inbound.parse import ParsedMail
-from gateway.inbound.prepare import Prepared, PreparedFile, prepare
+from gateway.inbound.prepare import Prepared, PreparedFile, prepare, reply_text
 from gateway.inbound.rules import autoreply, bounce, flood, loop
 from gateway.links import ReplyAddresses
 from gateway.verification import pending_request_of
@@ -502,7 +502,7 @@ class _Run:
             author_contact_id=author.id if author else None,
             from_address=mail.from_address, subject=mail.subject[:500],
             text=mail.text, html=mail.html,
-            new_text=self.prepared.new_text if split else mail.text,
+            new_text=reply_text(self.prepared) if split else mail.text,
             message_id=mail.message_id,
             in_reply_to=" ".join(mail.in_reply_to) or None,
             references=" ".join(mail.references) or None,

@@ -34,7 +34,10 @@ PreparedFile = FileRecord
 class Prepared:
     mail: ParsedMail  # without attachment payloads
     files: tuple[PreparedFile, ...]
-    new_text: str  # the text without its quoted history (used when the mail is a reply)
+    # The text without its quoted history, used when the mail is a reply: worked out here for
+    # a mail that says it answers one (In-Reply-To, References, a [#N] tag); None for the
+    # others, which the rules rarely thread (``reply_text`` then works it out).
+    new_text: str | None
     auth: Verdict | None = None  # the sender's authentication, when judged (Ingestor.prepare)
 
 
@@ -55,5 +58,16 @@ def prepare(raw: bytes, storage_dir: str | Path, max_attachment_size: int) -> Pr
     return Prepared(
         mail=dataclasses.replace(mail, attachments=()),
         files=tuple(files),
-        new_text=split_reply(mail.text).new,
+        new_text=split_reply(mail.text).new if _answers(mail) else None,
     )
+
+
+def reply_text(prepared: Prepared) -> str:
+    """The mail's text without its quoted history."""
+    if prepared.new_text is not None:
+        return prepared.new_text
+    return split_reply(prepared.mail.text).new
+
+
+def _answers(mail: ParsedMail) -> bool:
+    return bool(mail.in_reply_to or mail.references or "[#" in mail.subject)
