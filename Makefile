@@ -43,7 +43,7 @@ bench: install system
 	$(BIN)/python -m bench.web
 	$(BIN)/python -m bench.sla
 
-# Where the ingest time goes: cProfile of process_next over 200 mails of the mix on SQLite.
+# Where the ingest time goes: cProfile of `helpdesk ingest`'s pipeline (no pool) over 200 mails on SQLite.
 bench-profile: install
 	$(BIN)/python -m bench.profile_ingest $(BENCH_ARGS)
 

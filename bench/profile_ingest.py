@@ -1,11 +1,13 @@
-"""Where the ingest time goes: cProfile of Ingestor.process_next over the mix, in-process.
+"""Where the ingest time goes: cProfile of `helpdesk ingest`'s pipeline over the mix, in-process.
 
     python -m bench.profile_ingest [--n 200] [--db sqlite|postgresql] [--top 25]
 
-The measured mails are queued first (not profiled), then processed one by one exactly as the
-service's ingest loop does, once without the profiler (wall time per mail) and once with it on a
-second fresh database. Prints own time by area (mail-parser, libmagic, SQL, commits...), the
-inclusive time of the ingest's main steps, and the top functions; keeps OUT/ingest.prof.
+The seed mails are ingested first (not profiled), then the measured mails go through
+``gateway.inbound.batch.ingest`` as `helpdesk ingest FILE...` sends them, but without its pool
+of processes, so that one profile sees every step: read and store, parse and check (prepare),
+queue a batch (record), apply it. Once without the profiler (CPU time per mail) and once with
+it on a second fresh database. Prints own time by area (mail-parser, libmagic, SQL, commits...),
+the inclusive time of the main steps, and the top functions; keeps OUT/ingest.prof.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ import time
 from pathlib import Path
 
 from bench.databases import PG_URL, fresh_database
-from bench.mix import GENERATOR, ROOT, Mix, ensure_mix, envelope_sender, register_directory
+from bench.mix import GENERATOR, ROOT, Mix, ensure_mix, register_directory
+from gateway.inbound import batch
 from gateway.service import build
 from gateway.settings import Settings
-from storage import inbound
 from storage.migrate import upgrade
 
 # Own (exclusive) time, first matching rule wins: (area, text in file name, text in function).
@@ -58,8 +60,9 @@ AREAS: tuple[tuple[str, str, str], ...] = (
 
 # Inclusive time of the ingest's steps: (label, text in file name, function name).
 STEPS: tuple[tuple[str, str, str], ...] = (
-    ("process_next (everything)", "gateway/inbound/ingest.py", "process_next"),
-    ("inbound.lease", "storage/inbound.py", "lease"),
+    ("batch.ingest (everything)", "gateway/inbound/batch.py", "ingest"),
+    ("batch.stage: read, store the raw mail, prepare", "gateway/inbound/batch.py", "stage"),
+    ("inbound.record (a batch queued)", "storage/inbound.py", "record"),
     ("prepare: parse, check and store files (CPU part)", "gateway/inbound/prepare.py", "prepare"),
     ("Ingestor.apply: rules and storage, one transaction", "gateway/inbound/ingest.py", "apply"),
     ("parse: gateway.inbound.parse.parse", "gateway/inbound/parse.py", "parse"),
@@ -69,6 +72,8 @@ STEPS: tuple[tuple[str, str, str], ...] = (
     ("rules (gateway/inbound/rules/*.check)", "gateway/inbound/rules/", "check"),
     ("attachments.check (libmagic)", "gateway/inbound/attachments.py", "check"),
     ("inbound.claim (duplicate check)", "storage/inbound.py", "claim"),
+    ("storage.db.insert_now (ticket, history, message, queued mail)", "storage/db.py",
+     "insert_now"),
     ("tickets.contact_by_email", "storage/tickets.py", "contact_by_email"),
     ("tickets.messages_from_since (flood count)", "storage/tickets.py", "messages_from_since"),
     ("correlate.clues", "gateway/correlate.py", "clues"),
@@ -96,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                      args.generator)
 
     wall, _ = ingest_run(mix, args, profile=False)
-    print(f"{mix.n} mails on {args.db}: {wall:.2f} s without profiler, "
-          f"{wall / mix.n * 1000:.1f} ms per mail ({mix.n / wall:.1f} mails/s, one worker)")
+    print(f"{mix.n} mails on {args.db}: {wall:.2f} s of CPU without profiler, "
+          f"{wall / mix.n * 1000:.1f} ms per mail (one process: no pool)")
     profiled_wall, profiler = ingest_run(mix, args, profile=True)
     assert profiler is not None
     stats = pstats.Stats(profiler)
@@ -125,30 +130,22 @@ def ingest_run(mix: Mix, args: argparse.Namespace,
             })
             parts = build(settings)
             register_directory(parts.engine, mix)
-            queue(parts, mix.seeds, mix.to)
-            while parts.ingestor.process_next() is not None:
-                pass
-            queue(parts, mix.mails, mix.to)
+            list(batch.ingest(parts.ingestor, [(str(p), p) for p in mix.seeds], processes=0))
+            sources = [(str(path), path) for path in mix.mails]
             profiler = cProfile.Profile() if profile else None
-            started = time.perf_counter()
+            started = time.process_time()
             if profiler:
                 profiler.enable()
-            while parts.ingestor.process_next() is not None:
-                pass
+            outcomes = [result["outcome"] for _label, result in
+                        batch.ingest(parts.ingestor, sources, processes=0)]
             if profiler:
                 profiler.disable()
-            wall = time.perf_counter() - started
+            wall = time.process_time() - started
+            assert len(outcomes) == mix.n and "failed" not in outcomes, outcomes
             parts.engine.dispose()
             return wall, profiler
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def queue(parts, mails: tuple[Path, ...], to: str) -> None:  # type: ignore[no-untyped-def]
-    for path in mails:
-        raw = path.read_bytes()
-        inbound.enqueue(parts.engine, parts.blobs, raw, channel="smtp", source="127.0.0.1",
-                        mail_from=envelope_sender(raw), rcpt_to=(to,))
 
 
 def area_of(filename: str, function: str) -> str:
