@@ -407,6 +407,9 @@ class Workflow:
         """A mail to the ticket's assignee, or to every active agent while nobody has it, from
         the same outbox as the customers' mails. Kept with the ticket (the API lists it), never
         shown to the customer."""
+        agents = self._agents_for(session, ticket.assignee_id)
+        if not agents:  # (nobody to tell: nothing to look up)
+            return []
         organization = session.get(Organization, ticket.organization_id)
         # "number", not "ticket_number": a mail to the team carries no reply address of the
         # ticket (an agent's answer by mail would land on the customer's ticket as a stranger's).
@@ -414,7 +417,7 @@ class Workflow:
                    "organization_name": organization.name if organization else "",
                    "console_url": f"{self.public_url}/team/tickets/{ticket.number}", **extra}
         queued = []
-        for agent in self._agents_for(session, ticket.assignee_id):
+        for agent in agents:
             queued.append(self.queue_plain(session, event=event, recipient=agent.email,
                                            language=agent.language, contact_id=None,
                                            context=context, ticket_id=ticket.id))

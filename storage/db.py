@@ -256,7 +256,7 @@ def once_per_transaction(session: Session, key: str, load: Callable[[], Any]) ->
 
 
 Row = TypeVar("Row", bound=SQLModel)
-_INSERTS: dict[Any, Any] = {}  # an INSERT statement per table, built once
+_INSERTS: dict[Any, Any] = {}  # per table: its INSERT statement and column names, built once
 
 
 def insert_now(session: Session, row: Row, *, keep: bool = False) -> Row:
@@ -269,11 +269,13 @@ def insert_now(session: Session, row: Row, *, keep: bool = False) -> Row:
     entry, a message, a queued mail). Its columns are read from the object as it is: a value
     the database would fill in itself is not read back."""
     table = row.__table__  # type: ignore[attr-defined]
-    values = {column.key: getattr(row, column.key) for column in table.columns
-              if not (column.primary_key and getattr(row, column.key) is None)}
-    statement = _INSERTS.get(table)
-    if statement is None:
-        statement = _INSERTS[table] = insert(table)
+    known = _INSERTS.get(table)
+    if known is None:
+        known = _INSERTS[table] = (insert(table), tuple(column.key for column in table.columns))
+    statement, keys = known
+    given = row.__dict__  # (what the model's constructor set, defaults included)
+    values = {key: given[key] for key in keys
+              if key in given and (key != "id" or given[key] is not None)}
     result = session.connection().execute(statement, values)
     row.id = result.inserted_primary_key[0]  # type: ignore[attr-defined]
     if keep:
