@@ -4,15 +4,17 @@ go down and up again."""
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
 from storage.db import make_engine
-from storage.migrate import alembic_config, upgrade
+from storage.migrate import alembic_config, current_revision, head_revision, upgrade
 from storage.models import utcnow
 
 
@@ -22,6 +24,22 @@ def test_migrated_schema_matches_the_models(engine):
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         differences = compare_metadata(context, SQLModel.metadata)
     assert differences == []
+
+
+def test_the_quick_look_at_the_revision_agrees_with_alembic(db_url):
+    # upgrade() skips Alembic when the database is at the newest file's revision: that file is
+    # Alembic's one head, and every file is named after its revision.
+    scripts = ScriptDirectory.from_config(alembic_config(db_url))
+    assert scripts.get_heads() == [head_revision()]
+    for script in scripts.walk_revisions():
+        assert Path(script.path).name.startswith(f"{script.revision}_"), script.path
+    assert current_revision(db_url) is None  # an empty database
+    upgrade(db_url, "0019")
+    assert current_revision(db_url) == "0019"
+    upgrade(db_url)  # not at the head: Alembic migrates
+    assert current_revision(db_url) == head_revision()
+    upgrade(db_url)  # at the head: nothing to do
+    assert current_revision(db_url) == head_revision()
 
 
 def test_claims_are_made_for_the_mails_processed_before_0008(db_url):
