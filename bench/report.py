@@ -18,6 +18,8 @@ COLUMNS = ("db", "clients", "accepted/s", "bare/s", "ratio", "processed/s", "p50
 WIDTHS = (10, 7, 10, 7, 5, 11, 6, 7, 11, 7)
 
 
+MEMORY_TARGET_X = 3  # a 25 MB mail: under 3 times its size over every process's peak (issue 14)
+
 def machine_facts(mix: Mix) -> dict[str, object]:
     return {
         **host_facts(),
@@ -102,7 +104,7 @@ def big_mail_line(big: dict) -> str:
     if "error" in big:
         return f"25 MB mail: ERROR {big['error']}"
     mb = big["mail_bytes"] / 1e6
-    verdict = "under" if big["growth_x_mail"] < 4 else "OVER"
+    verdict = "under" if big["growth_x_mail"] < MEMORY_TARGET_X else "OVER"
     return (
         f"25 MB mail ({mb:.1f} MB, `helpdesk serve` subprocess, SQLite): "
         f"{'accepted' if big['accepted'] else 'REFUSED ' + big['smtp_reply'][0]} in "
@@ -111,8 +113,8 @@ def big_mail_line(big: dict) -> str:
         f"{big['process_seconds']:.2f} s ({big['outcome']}); RSS {big['rss_before_kib'] / 1024:.0f}"
         f" MB before, peak {big['peak_rss_kib'] / 1024:.0f} MB (while receiving "
         f"{big['peak_rss_receiving_kib'] / 1024:.0f} MB): +{big['growth_kib'] / 1024:.0f} MB = "
-        f"{big['growth_x_mail']:.1f}x the mail size ({verdict} the 4x target; summed peaks of "
-        f"each process, an upper bound); resident at once, sampled every 5 ms: "
+        f"{big['growth_x_mail']:.1f}x the mail size ({verdict} the {MEMORY_TARGET_X}x target; "
+        f"summed peaks of each process, an upper bound); resident at once, sampled every 5 ms: "
         f"+{(big['sampled_peak_kib'] - big['rss_before_kib']) / 1024:.0f} MB = "
         f"{big['sampled_growth_x_mail']:.1f}x"
     )
