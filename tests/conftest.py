@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import os
 import random
 import shutil
@@ -19,7 +18,6 @@ import sqlite3
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from email import message_from_bytes, policy
@@ -177,21 +175,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         try:
             yield _pg_url(name)
         finally:
-            _collect_left_connections(admin, name)
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-
-def _collect_left_connections(admin: psycopg.Connection, name: str) -> None:
-    """Connections to the test's database still open as it ends were left by objects of the
-    test (a web app whose lifespan never ran keeps its loop's connection): collected now, while
-    their database exists, rather than at a random moment of a later test, where psycopg's
-    "deleted while still open" warning fails whatever test is running."""
-    left = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
-                         (name,)).fetchone()
-    if left and left[0]:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            gc.collect()
 
 
 @contextlib.contextmanager
