@@ -76,6 +76,10 @@ def test_a_copy_in_the_same_batch_is_the_duplicate_of_the_ticket_its_first_opene
     results = list(batch.ingest(parts.ingestor, [("first", raw), ("copy", raw)]))
     assert [(label, r["outcome"], r["ticket"]) for label, r in results] == [
         ("first", "created", 1001), ("copy", "duplicate", 1001)]
+    # The same file given twice: two lines of their own under the same name.
+    path = MAILS / "outlook-new-request-logo-es.eml"
+    twice = list(batch.ingest(parts.ingestor, [(str(path), path), (str(path), path)]))
+    assert [r["outcome"] for _label, r in twice] == ["created", "duplicate"]
 
 
 def test_a_mail_that_raises_is_kept_failed_and_the_rest_of_its_batch_is_written(

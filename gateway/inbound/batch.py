@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
-from gateway.inbound.ingest import RETRY, Ingestor, Outcome, Preparer
+from gateway.inbound.ingest import RETRY, Ingestor, Preparer
 from gateway.inbound.prepare import Prepared
 from storage import inbound
 from storage.blobs import BlobStore
@@ -60,35 +60,37 @@ def ingest(ingestor: Ingestor, sources: Iterable[Source],
 
 
 def _apply(ingestor: Ingestor, chunk: list[Staged]) -> Iterator[tuple[str, dict[str, object]]]:
+    """Queue and apply one batch; each mail's result by its place (a file may be given twice)."""
     stored = [s for s in chunk if s.error is None]
-    results: dict[str, dict[str, object]] = {
-        s.label: _failed(s.error) for s in chunk if s.error is not None}
-    outcomes: dict[int, Outcome] = {}
-    ids: list[int] = []
     try:
         ids = inbound.record(ingestor.engine, [
             inbound.Arrival(s.key, s.size, CHANNEL, source=s.label) for s in stored],
             leased_by=ingestor.worker_id)
+    except Exception as exc:  # the database refused even to queue them
+        ids, queued = [], _failed(exc)
+    else:
+        queued = {}
+    try:
         outcomes = {o.inbound_id: o for o in ingestor.apply(
-            [(queue_id, s.prepared) for queue_id, s in zip(ids, stored, strict=True)])}
-    except Exception as exc:  # the database refused: what was queued is taken later
-        if ids:
-            _put_back(ingestor)
-        for s in stored:
-            results[s.label] = _failed(exc) if not ids else {
-                "outcome": "queued", "ticket": None,
-                "reason": f"temporary error: {describe(exc)}"}
-    for queue_id, s in zip(ids, stored, strict=False):
-        outcome = outcomes.get(queue_id)
-        if outcome is None and s.label not in results:  # a running gateway took it first
-            results[s.label] = {"outcome": "queued", "ticket": None}
-        elif outcome is not None and outcome.outcome == RETRY:  # `serve` tries it again
-            results[s.label] = {"outcome": "queued", "ticket": None,
-                                "reason": f"temporary error: {outcome.reason}"}
-        elif outcome is not None:
-            results[s.label] = outcome.as_json()
+            [(queue_id, s.prepared) for queue_id, s in zip(ids, stored, strict=True)])} \
+            if ids else {}
+    except Exception as exc:  # queued, not applied: a running gateway takes them later
+        _put_back(ingestor)
+        outcomes, queued = {}, {"outcome": "queued", "ticket": None,
+                                "reason": f"temporary error: {describe(exc)}"}
+    place = {id(s): queue_id for queue_id, s in zip(ids, stored, strict=True)}
     for s in chunk:
-        yield s.label, results[s.label]
+        if s.error is not None:
+            yield s.label, _failed(s.error)
+            continue
+        outcome = outcomes.get(place.get(id(s), -1))
+        if outcome is None:  # not queued, not applied, or taken by a gateway once leases ran out
+            yield s.label, queued or {"outcome": "queued", "ticket": None}
+        elif outcome.outcome == RETRY:  # `serve` tries it again
+            yield s.label, {"outcome": "queued", "ticket": None,
+                            "reason": f"temporary error: {outcome.reason}"}
+        else:
+            yield s.label, outcome.as_json()
 
 
 def _failed(exc: BaseException) -> dict[str, object]:
