@@ -42,7 +42,7 @@ from gateway.worker import (
 )
 from gateway.workflow import Workflow
 from storage import idempotency, inbound, outbox, queues, sessions, throttle
-from storage.blobs import BlobStore
+from storage.blobs import BlobStore, BlobWriter
 from storage.db import make_engine
 from storage.faults import describe, is_unavailable
 from storage.models import InboundMessage, Notification, utcnow
@@ -151,6 +151,7 @@ class Service:
         handler = GatewayHandler(
             settings.accepts_recipient,
             self._store,
+            parts.blobs.writer,
             on_stored=self._wake_workers,
             store_timeout=settings.smtp_store_timeout,
         )
@@ -242,12 +243,13 @@ class Service:
             self._web_port_held.close()
         self.parts.engine.dispose()
 
-    async def _store(self, raw: bytes, mail_from: str, rcpt_tos: tuple[str, ...],
+    async def _store(self, blob: BlobWriter, mail_from: str, rcpt_tos: tuple[str, ...],
                      peer: str, helo: str = "", channel: str = "smtp") -> int:
-        """Durable before 250: the bytes on disk (in parallel across clients), then the queue
-        row, committed together with those of the other clients finishing now."""
-        key = await asyncio.to_thread(self.parts.blobs.put, raw)
-        return await self._committer.record(inbound.Arrival(key, len(raw), channel, peer, None,
+        """Durable before 250: the bytes, written as they arrived, synced and stored under their
+        key (in parallel across clients), then the queue row, committed together with those of
+        the other clients finishing now."""
+        key = await asyncio.to_thread(blob.commit)
+        return await self._committer.record(inbound.Arrival(key, blob.size, channel, peer, None,
                                                             mail_from, rcpt_tos, helo))
 
     def _wake_workers(self) -> None:
@@ -329,10 +331,11 @@ class Service:
         forgotten += throttle.forget_before(parts.engine, utcnow() - THROTTLE_KEPT)
         forgotten += sessions.forget_before(parts.engine, utcnow() - SESSIONS_KEPT)
         forgotten += idempotency.forget_before(parts.engine, utcnow() - idempotency.KEEP)
+        forgotten += parts.blobs.forget_incoming()  # what a process killed mid-write left
         if reminded or forgotten:
             log.info("housekeeping: %d rating reminder(s) queued, %d old star-link opening(s), "
-                     "throttle event(s), ended session(s) and API idempotency key(s) "
-                     "forgotten", reminded, forgotten)
+                     "throttle event(s), ended session(s), API idempotency key(s) and "
+                     "half-written file(s) forgotten", reminded, forgotten)
         report_stuck(parts.engine, self.settings)
 
 

@@ -2,7 +2,9 @@
 
 A blob is written to a temporary file, flushed to disk, then renamed into place, so a reader never
 sees half a file and a crash never leaves a truncated blob under its final name. Equal content is
-stored once.
+stored once. A blob too large to hold in memory at once (a 25 MB mail as it arrives over SMTP, a
+large attachment as it is decoded) is written as it comes (``BlobWriter``): hashed and written
+chunk by chunk to a file under ``.incoming``, then stored under its key.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from pathlib import Path
 
 KEY_LENGTH = 64
+INCOMING = ".incoming"  # blobs being written (BlobWriter); never a key's folder (two hex digits)
 
 
 class BlobStore:
@@ -44,11 +48,96 @@ class BlobStore:
         _fsync_dir(target.parent)
         return key
 
+    def writer(self) -> BlobWriter:
+        """A blob to write chunk by chunk: ``write``, then ``commit`` (or ``discard``)."""
+        return BlobWriter(self)
+
+    def forget_incoming(self, older_than: float = 86400.0) -> int:
+        """Delete what writers left behind in ``.incoming`` (a process killed mid-write) once
+        older than ``older_than`` seconds; returns how many files."""
+        folder = self.root / INCOMING
+        limit = time.time() - older_than
+        removed = 0
+        for entry in folder.glob(".tmp-*") if folder.is_dir() else ():
+            try:
+                if entry.stat().st_mtime < limit:
+                    entry.unlink()
+                    removed += 1
+            except FileNotFoundError:  # another process got there first
+                continue
+        return removed
+
     def get(self, key: str) -> bytes:
         return self.path(key).read_bytes()
 
     def exists(self, key: str) -> bool:
         return self.path(key).exists()
+
+
+class BlobWriter:
+    """One blob written as it arrives, never whole in memory: ``write`` hashes each chunk and
+    writes it to a temporary file (no fsync yet: cheap enough for an event loop's thread);
+    ``commit`` syncs it and renames it under its key (or drops it when that content is already
+    stored) and returns the key. ``discard`` (or a failed commit) removes it. Not thread-safe:
+    one writer, one caller at a time."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+        self.size = 0
+        self._hash = hashlib.sha256()
+        folder = store.root / INCOMING
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        self._tmp = Path(name)
+        self._file = os.fdopen(fd, "wb")
+        self._head = b""
+
+    @property
+    def key(self) -> str:
+        return self._hash.hexdigest()
+
+    @property
+    def head(self) -> bytes:
+        """The first 64 KiB written (enough for libmagic to tell a file's type)."""
+        return self._head
+
+    def write(self, chunk: bytes) -> None:
+        if len(self._head) < HEAD:
+            self._head += chunk[:HEAD - len(self._head)]
+        self._hash.update(chunk)
+        self._file.write(chunk)
+        self.size += len(chunk)
+
+    def read(self) -> bytes:
+        """Everything written so far (a small blob someone needs whole after all)."""
+        self._file.flush()
+        return self._tmp.read_bytes()
+
+    def commit(self) -> str:
+        """Durably stored under its key, which is returned; the writer is done."""
+        key = self.key
+        target = self.store.path(key)
+        try:
+            self._file.flush()
+            if target.exists():
+                self.discard()
+                return key
+            os.fsync(self._file.fileno())
+            self._file.close()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self._tmp, target)
+        except BaseException:
+            self.discard()
+            raise
+        _fsync_dir(target.parent)
+        return key
+
+    def discard(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+HEAD = 65536
 
 
 def _fsync_dir(directory: Path) -> None:

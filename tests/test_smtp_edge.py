@@ -1,11 +1,14 @@
 """The SMTP edge against the running gateway: STARTTLS (optionally required), connection limits
-in all and per address, the idle limit, long lines with bare LF ends kept as sent, and the LMTP
-listener an MTA in front delivers to (a reply per recipient, its Authentication-Results
-trusted)."""
+in all and per address, the idle limit, DATA written to disk as it arrives (dot-stuffing undone
+wherever the chunks split, pipelined commands after it, nothing left behind by a client that
+leaves), long lines with bare LF ends kept as sent, and the LMTP listener an MTA in front
+delivers to (a reply per recipient, its Authentication-Results trusted)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import random
 import smtplib
 import socket
 import ssl
@@ -18,7 +21,14 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, col, select
 
-from gateway.channels.smtp_server import ConnectionLimits, GatewayHandler, bind, start_server
+from bench.clients import wire_form
+from gateway.channels.smtp_server import (
+    ConnectionLimits,
+    GatewayHandler,
+    bind,
+    receive_data,
+    start_server,
+)
 from gateway.channels.tls import self_signed
 from storage.blobs import BlobStore
 from storage.models import InboundMessage, Ticket
@@ -109,7 +119,7 @@ def test_required_tls_refuses_mail_before_starttls_with_530(edge, certificate):
 def test_required_tls_without_a_certificate_does_not_start():
     # A listener that must refuse all mail is a mistake said at start, not a silent outage.
     async def start() -> None:
-        handler = GatewayHandler(lambda address: True, store=None)  # type: ignore[arg-type]
+        handler = GatewayHandler(lambda address: True, store=None, new_blob=None)  # type: ignore[arg-type]
         with bind("127.0.0.1", 0) as sock:
             await start_server(handler, sock, hostname="example.com", max_size=1000,
                                limits=ConnectionLimits(10, 10), require_tls=True)
@@ -252,6 +262,105 @@ def test_a_client_waiting_for_its_mail_to_be_stored_is_not_idle(edge, db_url):
     assert len(queued(gateway)) == 1
 
 
+# --------------------------------------------------------------------------- DATA as it arrives
+
+
+def dotted_mail(lines: int, seed: int = 7) -> bytes:
+    """A mail whose body has many lines starting with dots (".", "..", ".x"), of every length."""
+    rng = random.Random(seed)
+    body = []
+    for n in range(lines):
+        dots = b"." * rng.choice([0, 0, 1, 1, 2, 3])
+        body.append(dots + b"linea %d " % n + b"x" * rng.randrange(0, 90))
+    return (b"From: Maria Garcia <maria.garcia@ferreteria-lopez.es>\r\n"
+            b"To: soporte@example.com\r\nSubject: Puntos\r\n"
+            b"Message-ID: <dotted-1@ferreteria-lopez.es>\r\n\r\n" + b"\r\n".join(body) + b"\r\n")
+
+
+def test_data_is_unstuffed_the_same_wherever_the_reads_split_it():
+    # The DATA reader works in chunks, not lines: a stuffed dot or the end of data cut in two
+    # between two reads (pieces of 1 to 9 bytes, of random sizes, of 64 KiB) is undone the
+    # same; the count is of the bytes sent; what the client pipelined after the end stays.
+    raw = dotted_mail(3000)
+    wire = wire_form(raw)
+
+    async def receive(pieces: list[bytes]) -> tuple[bytes, int, bytes]:
+        reader = asyncio.StreamReader()
+        got: list[bytes] = []
+
+        async def feed() -> None:
+            for piece in pieces:
+                reader.feed_data(piece)
+                await asyncio.sleep(0)
+
+        feeding = asyncio.create_task(feed())
+        received = await receive_data(reader, got.append)
+        await feeding
+        reader.feed_eof()
+        return b"".join(got), received, await reader.read()
+
+    stream = wire + b"QUIT\r\n"
+    rng = random.Random(3)
+    for size in (1, 2, 3, 5, 9, 65536):
+        pieces = [stream[i:i + size] for i in range(0, len(stream), size)]
+        assert run_async(receive(pieces)) == (raw, len(wire) - 3, b"QUIT\r\n"), size
+    cuts = sorted(rng.sample(range(1, len(stream)), 400))
+    pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    assert run_async(receive(pieces)) == (raw, len(wire) - 3, b"QUIT\r\n")
+    # An empty mail, and one line that is only a stuffed dot.
+    assert run_async(receive([b".\r\n"])) == (b"", 0, b"")
+    assert run_async(receive([b"..\r\n.\r\n"])) == (b".\r\n", 4, b"")
+
+
+def test_a_large_dotted_mail_is_stored_byte_exact(gateway):
+    # 300 KB with thousands of dotted lines over SMTP: the stored blob is the mail as written.
+    raw = dotted_mail(6000)
+    assert len(raw) > 250_000
+    with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=10) as client:
+        assert client.sendmail(MARIA, ["soporte@example.com"], raw) == {}
+    (row,) = queued(gateway)
+    assert BlobStore(gateway.settings.storage_dir).get(row.raw_key) == raw
+    assert row.size == len(raw)
+
+
+def test_commands_pipelined_after_the_end_of_data_are_answered(gateway):
+    # RFC 2920: an MTA may send QUIT (or the next MAIL) in the same packet as the final dot;
+    # the mail is accepted and the commands behind it answered in order.
+    sock, code, _text = greeting(gateway.smtp_port)
+    with sock, sock.makefile("rb") as replies:
+        def say(line: bytes) -> int:
+            sock.sendall(line)
+            while True:
+                reply = replies.readline()
+                if reply[3:4] != b"-":
+                    return int(reply[:3])
+
+        assert say(b"EHLO client.example\r\n") == 250
+        assert say(b"MAIL FROM:<%s>\r\n" % MARIA.encode()) == 250
+        assert say(b"RCPT TO:<soporte@example.com>\r\n") == 250
+        assert say(b"DATA\r\n") == 354
+        sock.sendall(wire_form(numbered(1)) + b"MAIL FROM:<%s>\r\nQUIT\r\n" % MARIA.encode())
+        answers = [replies.readline()[:3] for _ in range(3)]
+    assert answers == [b"250", b"250", b"221"]
+    assert len(queued(gateway)) == 1
+
+
+def test_a_client_that_leaves_during_data_leaves_nothing_behind(gateway):
+    # Half a mail, then the connection drops: nothing queued, no partial file kept.
+    sock, _code, _text = greeting(gateway.smtp_port)
+    with sock, sock.makefile("rb") as replies:
+        for line in (b"EHLO client.example\r\n", b"MAIL FROM:<%s>\r\n" % MARIA.encode(),
+                     b"RCPT TO:<soporte@example.com>\r\n", b"DATA\r\n"):
+            sock.sendall(line)
+            while replies.readline()[3:4] == b"-":
+                pass
+        sock.sendall(dotted_mail(3000)[:150_000])
+        time.sleep(0.3)
+    incoming = Path(gateway.settings.storage_dir) / ".incoming"
+    assert wait_for(lambda: not any(incoming.iterdir()), timeout=5)
+    assert queued(gateway) == []
+
+
 # --------------------------------------------------------------------------- long lines
 
 
@@ -290,6 +399,7 @@ def test_a_bare_lf_mail_over_the_size_limit_is_refused_552(edge):
         assert (code, message[:6]) == (552, b"5.3.4 ")
         assert client.sendmail(MARIA, ["soporte@example.com"], bare_lf_mail(b"z" * 5000)) == {}
     assert len(queued(gateway)) == 1
+    assert not any((Path(gateway.settings.storage_dir) / ".incoming").iterdir())
 
 
 # --------------------------------------------------------------------------- LMTP

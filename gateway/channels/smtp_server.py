@@ -8,13 +8,15 @@ accepted mail is never lost and no client waits for an answer that does not come
 Around aiosmtpd's protocol (``EdgeSMTP``, and ``EdgeLMTP`` for an MTA in front, RFC 2033):
 STARTTLS (optionally required before MAIL), limits on connections at once (in all and per client
 address, 421 beyond them), an idle limit that any byte from the client resets (421 when it runs
-out), and DATA lines as long as the size limit, so a mail with bare LF line ends (one "line" to
-an SMTP server) is kept as sent instead of refused "500 Line too long".
+out), and DATA read in chunks straight to the blob store (``receive_data``) instead of line by
+line into memory: a 25 MB mail never sits whole in the SMTP process, and a mail with bare LF
+line ends (one "line" to an SMTP server) is kept as sent instead of refused "500 Line too long".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
@@ -25,6 +27,7 @@ from typing import Any, AnyStr
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
+from storage.blobs import BlobWriter
 from storage.faults import describe, is_unavailable
 
 log = logging.getLogger("gateway.smtp")
@@ -48,8 +51,11 @@ REPLIES = {
     "552 Error: Too much mail data": ERR_552_SIZE,
 }
 
-# store(raw, mail_from, rcpt_tos, peer, helo, channel) -> inbound queue id, once durably stored.
-StoreFunction = Callable[[bytes, str, tuple[str, ...], str, str, str], Awaitable[int]]
+# store(blob, mail_from, rcpt_tos, peer, helo, channel) -> inbound queue id, once the mail (the
+# blob written as it arrived, not committed yet) is durably stored and queued.
+StoreFunction = Callable[[BlobWriter, str, tuple[str, ...], str, str, str], Awaitable[int]]
+DATA_CHUNK = 64 * 1024  # bytes read from the client at a time during DATA
+_END_OF_DATA = b"\r\n.\r\n"  # RFC 5321 §4.1.1.4, the line end before the dot included
 
 
 class GatewayHandler:
@@ -57,11 +63,13 @@ class GatewayHandler:
         self,
         accepts_recipient: Callable[[str], bool],
         store: StoreFunction,
+        new_blob: Callable[[], BlobWriter],
         on_stored: Callable[[], None] = lambda: None,
         store_timeout: float = 30.0,
     ) -> None:
         self.accepts_recipient = accepts_recipient
         self.store = store
+        self.new_blob = new_blob  # where DATA is written as it arrives
         self.on_stored = on_stored
         # A store that takes longer (a database or disk that hangs) is answered 451, so that
         # the client retries instead of waiting for an answer that may never come.
@@ -89,27 +97,28 @@ class GatewayHandler:
     async def handle_DATA(  # noqa: N802 (aiosmtpd's hook name)
         self, server: SMTP, session: Session, envelope: Envelope,
     ) -> str:
+        blob: BlobWriter = envelope.blob  # written by _Edge.smtp_DATA as it arrived
         if not envelope.rcpt_tos:
+            blob.discard()
             return ERR_554_NO_RCPT
-        raw = envelope.original_content or envelope.content
-        assert isinstance(raw, bytes)
         lmtp = isinstance(server, LMTP)
         try:
             inbound_id = await asyncio.wait_for(
-                self.store(raw, envelope.mail_from or "", tuple(envelope.rcpt_tos),
+                self.store(blob, envelope.mail_from or "", tuple(envelope.rcpt_tos),
                            peer_address(session.peer), str(session.host_name or ""),
                            "lmtp" if lmtp else "smtp"),
                 self.store_timeout)
         except TimeoutError:
-            log.warning("storing a %d-byte mail from %s took too long; answered 451", len(raw),
+            log.warning("storing a %d-byte mail from %s took too long; answered 451", blob.size,
                         envelope.mail_from)
             return each_recipient(server, envelope, ERR_451_STORE)
         except Exception as exc:
+            blob.discard()  # no-op once committed (an equal blob may stay: harmless)
             if is_unavailable(exc):  # a full disk, a database away: one line, no traceback
-                log.warning("could not store a %d-byte mail from %s: %s", len(raw),
-                         envelope.mail_from, describe(exc))
+                log.warning("could not store a %d-byte mail from %s: %s", blob.size,
+                            envelope.mail_from, describe(exc))
             else:
-                log.exception("could not store a %d-byte mail from %s", len(raw),
+                log.exception("could not store a %d-byte mail from %s", blob.size,
                               envelope.mail_from)
             return each_recipient(server, envelope, ERR_451_STORE)
         self.on_stored()
@@ -164,14 +173,85 @@ class ConnectionLimits:
             del self.open[address]
 
 
+class _Sink:
+    """Where ``receive_data`` puts a mail: a new blob, opened on the first byte. A disk that
+    refuses it (full, gone) is remembered, the rest of the mail read and dropped."""
+
+    def __init__(self, new_blob: Callable[[], BlobWriter]) -> None:
+        self.new_blob = new_blob
+        self.blob: BlobWriter | None = None
+        self.error: OSError | None = None
+
+    def write(self, chunk: bytes) -> None:
+        if self.error is not None:
+            return
+        try:
+            if self.blob is None:
+                self.blob = self.new_blob()
+            self.blob.write(chunk)
+        except OSError as exc:
+            self.error = exc
+            self.discard()
+
+    def discard(self) -> None:
+        if self.blob is not None:
+            with contextlib.suppress(OSError):
+                self.blob.discard()
+            self.blob = None
+
+
+async def receive_data(reader: asyncio.StreamReader, write: Callable[[bytes], None],
+                       limit: int | None = None) -> int:
+    """Read a mail's DATA up to the line holding only "." and give its bytes to ``write`` as
+    they come, a chunk at a time, with the dot-stuffing undone (RFC 5321 §4.5.2: a line's
+    leading dot removed). Returns how many bytes the client sent (stuffing included, the end
+    excluded); past ``limit`` nothing more is written, but the mail is read to its end so that
+    the answer comes after it. Commands the client pipelined behind the end stay in
+    ``reader`` for the session."""
+    pending = b"\r\n"  # the mail starts at a line start: its first line may be dot-stuffed
+    skip = 2  # ...but those two bytes are not the mail's
+    received = 0
+    written = 0
+    over = False
+    while True:
+        chunk = await reader.read(DATA_CHUNK)
+        if not chunk:  # aiosmtpd cancels us when the client leaves; in case it did not
+            raise ConnectionResetError("the client closed the connection during DATA")
+        pending += chunk
+        end = pending.find(_END_OF_DATA)
+        if end >= 0:
+            rest = pending[end + len(_END_OF_DATA):]
+            if rest:  # pipelined (RFC 2920): read again by the session; asyncio has no unread
+                reader._buffer[:0] = rest  # type: ignore[attr-defined]  # noqa: SLF001
+            body, pending = pending[:end + 2], b""
+        elif len(pending) < 2 * len(_END_OF_DATA):
+            continue
+        else:
+            # Keep the tail: the end of data or a stuffed line start may be cut in two there.
+            cut = len(pending) - len(_END_OF_DATA) + 1
+            carriage = pending.find(b"\r", cut - 2, cut)
+            cut = carriage if carriage >= 0 else cut
+            body, pending = pending[:cut], pending[cut:]
+        received += len(body)
+        body = body.replace(b"\r\n.", b"\r\n")
+        if skip:
+            body, skip = body[skip:], max(skip - len(body), 0)
+        over = over or (limit is not None and written + len(body) > limit)
+        if body and not over:
+            write(body)
+            written += len(body)
+        if end >= 0:
+            return received - 2  # the two bytes the mail was started with
+
+
 class _Edge(SMTP):
     """What the gateway adds to aiosmtpd's protocol: the connection limits, an idle limit
-    reset by any byte (so a slow DATA is not cut) and answered 421, long DATA lines, and
-    aiosmtpd's own replies with enhanced status codes.
+    reset by any byte (so a slow DATA is not cut) and answered 421, DATA written to a blob as
+    it arrives, and aiosmtpd's own replies with enhanced status codes.
 
     It reaches into aiosmtpd 1.4 (pinned): ``_reader``, ``_reset_timeout``, ``_timeout_cb``,
-    ``_call_handler_hook``, and asyncio's ``StreamReader._limit``; tests/test_smtp_edge.py
-    shows when that changes."""
+    ``_call_handler_hook``, ``_set_post_data_state``, and asyncio's ``StreamReader._limit`` and
+    ``_buffer``; tests/test_smtp_edge.py shows when that changes."""
 
     def __init__(self, handler: Any, *, limits: ConnectionLimits, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
@@ -179,9 +259,6 @@ class _Edge(SMTP):
         self._counted: str | None = None  # the address this connection is counted under
         self._refused = False
         self._waiting_on_us = False
-        # A DATA line may be as long as the whole mail may be: bare LF line ends make one
-        # "line" of it (plus CRLF and a transparent dot). Commands keep aiosmtpd's limit.
-        self.line_length_limit = max(self.data_size_limit or 0, SMTP.line_length_limit) + 3
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transport is None:  # the connection, not its switch to TLS
@@ -232,12 +309,47 @@ class _Edge(SMTP):
         super()._timeout_cb()
 
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 (aiosmtpd's command method)
+        """aiosmtpd's DATA (its checks and replies) but with the mail written to a blob as it
+        arrives (``receive_data``), and the size limit's 552, or a 451 when the disk refused the
+        mail, said once the client has sent all of it (RFC 5321 §4.2.5)."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        envelope = self.envelope
+        assert envelope is not None
+        if not envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        handler: GatewayHandler = self.event_handler
+        sink = _Sink(handler.new_blob)
+        handed_over = False
         reader = self._reader
-        reader._limit = self.line_length_limit  # type: ignore[attr-defined]  # noqa: SLF001
+        # While DATA lasts the reader may hold a chunk: with aiosmtpd's limit for command lines
+        # (1001 bytes) it would pause the socket after every two lines.
+        reader._limit = DATA_CHUNK  # type: ignore[attr-defined]  # noqa: SLF001
         try:
-            await super().smtp_DATA(arg)
+            received = await receive_data(reader, sink.write, self.data_size_limit)
+            if sink.error is not None:
+                log.warning("could not store a mail from %s as it arrived (%d bytes): %s; "
+                            "answered 451", envelope.mail_from, received, describe(sink.error))
+                status = each_recipient(self, envelope, ERR_451_STORE)
+            elif self.data_size_limit and received > self.data_size_limit:
+                log.info("refused a %d-byte mail from %s: over the %d-byte limit", received,
+                         envelope.mail_from, self.data_size_limit)
+                status = each_recipient(self, envelope, ERR_552_SIZE)
+            else:
+                envelope.blob = sink.blob  # type: ignore[attr-defined]
+                handed_over = True
+                status = await self._call_handler_hook("DATA")
         finally:
             reader._limit = SMTP.line_length_limit  # type: ignore[attr-defined]  # noqa: SLF001
+            if not handed_over:
+                sink.discard()
+        self._set_post_data_state()
+        await self.push(status)
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str):
