@@ -69,6 +69,20 @@ def build_big_mail(sender: str, name: str, to: str, target: int = TARGET_SIZE) -
     return build(large)
 
 
+def process_names(pids: tuple[int, ...]) -> dict[int, str]:
+    """What each process of the gateway is: the ingest workers, the sender and the web
+    processes are named by their multiprocessing role (spawned: their command line says)."""
+    names = {}
+    for pid in pids:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        names[pid] = ("serve" if " serve" in command else "spawned" if "spawn" in command
+                      else "other")
+    return names
+
+
 def _wait(predicate, timeout: float, interval: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -128,7 +142,8 @@ def _measure(process: subprocess.Popen, engine: Engine, big: Path, warmup: Path,
     warm = send_all("127.0.0.1", port, [warmup], to, 1, deadline=time.perf_counter() + timeout)
     _wait(lambda: processed_count(engine, 0) >= warm.sent, timeout)
     time.sleep(1.0)  # the warm-up mail's notification goes out too
-    before = memory.tree(process.pid).rss_kib
+    start = memory.tree(process.pid)
+    before = start.rss_kib
     reset = memory.reset_peaks(process.pid)
 
     samples: list[tuple[float, int]] = []
@@ -154,6 +169,11 @@ def _measure(process: subprocess.Popen, engine: Engine, big: Path, warmup: Path,
     at_once = max((rss for _t, rss in samples), default=before)
     size = big.stat().st_size
     growth = after.peak_kib - before
+    # Which process the mail cost what: its peak over its RSS before the mail.
+    names = process_names(after.pids)
+    rss_before = dict(zip(start.pids, start.rss_each_kib, strict=True))
+    each = {f"{names.get(pid, '?')} {pid}": peak - rss_before.get(pid, 0)
+            for pid, peak in zip(after.pids, after.peaks_kib, strict=True)}
     with Session(engine) as session:
         row = session.exec(select(InboundMessage).order_by(col(InboundMessage.id).desc())).first()
         files = session.exec(select(Attachment.filename, Attachment.size, Attachment.accepted,
@@ -179,5 +199,6 @@ def _measure(process: subprocess.Popen, engine: Engine, big: Path, warmup: Path,
         "sampled_peak_kib": at_once,
         "sampled_growth_x_mail": round((at_once - before) * 1024 / size, 2),
         "growth_kib": growth,
+        "growth_each_kib": each,
         "growth_x_mail": round(growth * 1024 / size, 2),
     }

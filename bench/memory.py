@@ -14,6 +14,8 @@ class Memory:
     own_peak_kib: int  # VmHWM of the process itself
     processes: int
     peaks_kib: tuple[int, ...]  # VmHWM of each process, the process itself first
+    pids: tuple[int, ...] = ()  # in the same order
+    rss_each_kib: tuple[int, ...] = ()  # VmRSS of each process, in the same order
 
 
 def status_kib(pid: int) -> dict[str, int]:
@@ -51,14 +53,17 @@ def descendants(pid: int) -> list[int]:
 def tree(pid: int | None = None) -> Memory:
     pid = os.getpid() if pid is None else pid
     own = status_kib(pid)
-    others = [status_kib(p) for p in descendants(pid)]
-    others = [o for o in others if o]
+    found = [(p, status_kib(p)) for p in descendants(pid)]
+    found = [(p, o) for p, o in found if o]
+    others = [o for _p, o in found]
     return Memory(
         rss_kib=own.get("VmRSS", 0) + sum(o.get("VmRSS", 0) for o in others),
         peak_kib=own.get("VmHWM", 0) + sum(o.get("VmHWM", 0) for o in others),
         own_peak_kib=own.get("VmHWM", 0),
         processes=1 + len(others),
         peaks_kib=(own.get("VmHWM", 0), *(o.get("VmHWM", 0) for o in others)),
+        pids=(pid, *(p for p, _o in found)),
+        rss_each_kib=(own.get("VmRSS", 0), *(o.get("VmRSS", 0) for o in others)),
     )
 
 

@@ -116,8 +116,20 @@ def big_mail_line(big: dict) -> str:
         f"{big['growth_x_mail']:.1f}x the mail size ({verdict} the {MEMORY_TARGET_X}x target; "
         f"summed peaks of each process, an upper bound); resident at once, sampled every 5 ms: "
         f"+{(big['sampled_peak_kib'] - big['rss_before_kib']) / 1024:.0f} MB = "
-        f"{big['sampled_growth_x_mail']:.1f}x"
+        f"{big['sampled_growth_x_mail']:.1f}x{_by_process(big)}"
     )
+
+
+def _by_process(big: dict) -> str:
+    """Which process the mail cost what: the serve process (its SMTP edge) and the child that
+    grew the most (the ingest worker that parsed it)."""
+    each = big.get("growth_each_kib") or {}
+    serve = [kib for name, kib in each.items() if name.startswith("serve")]
+    children = [kib for name, kib in each.items() if not name.startswith("serve")]
+    if not serve or not children:
+        return ""
+    return (f"; SMTP process +{serve[0] / 1024:.1f} MB, the child that grew most (the ingest "
+            f"worker) +{max(children) / 1024:.1f} MB")
 
 
 NOTES = (

@@ -91,6 +91,7 @@ class BlobWriter:
         self._tmp = Path(name)
         self._file = os.fdopen(fd, "wb")
         self._head = b""
+        self._done = False  # committed or discarded: its temporary name is no longer its own
 
     @property
     def key(self) -> str:
@@ -129,10 +130,15 @@ class BlobWriter:
         except BaseException:
             self.discard()
             raise
+        self._done = True
         _fsync_dir(target.parent)
         return key
 
     def discard(self) -> None:
+        """Drop what was written; nothing once committed (its name may be another's now)."""
+        if self._done:
+            return
+        self._done = True
         self._file.close()
         self._tmp.unlink(missing_ok=True)
 

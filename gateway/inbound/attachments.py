@@ -48,10 +48,16 @@ class Verdict:
 
 def check(payload: bytes, max_size: int = DEFAULT_MAX_SIZE) -> Verdict:
     """Decide whether a file may be kept; never raises."""
-    detected = detect_type(payload)
-    if not payload:
+    return judge(payload[:65536], len(payload), max_size)
+
+
+def judge(head: bytes, size: int, max_size: int = DEFAULT_MAX_SIZE) -> Verdict:
+    """``check`` for a file known by its first 64 KiB and its size (one written to disk as it
+    was decoded: storage.blobs.BlobWriter)."""
+    detected = detect_type(head)
+    if not size:
         return Verdict(False, detected, REASON_EMPTY)
-    if len(payload) > max_size:
+    if size > max_size:
         return Verdict(False, detected, REASON_SIZE)
     if detected not in ALLOWED_TYPES:
         return Verdict(False, detected, REASON_TYPE)

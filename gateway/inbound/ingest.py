@@ -134,7 +134,8 @@ class Ingestor:
     def prepare(self, leased: inbound.Leased) -> Prepared:
         """Parse the mail and judge its sender (DNS lookups, outside any transaction). Raises
         DnsUnavailable when the verdict must wait (enforce): the mail is tried again later."""
-        return self.preparer.prepare(leased, self.blobs.get(leased.raw_key))
+        # Its file, not its bytes: a large mail is read as it is parsed (never whole in memory).
+        return self.preparer.prepare(leased, self.blobs.path(leased.raw_key))
 
     def apply(self, batch: list[tuple[int, Prepared | BaseException]]) -> list[Outcome]:
         """Write the outcomes of prepared mails in one transaction.
@@ -222,11 +223,12 @@ class Preparer:
         self.policy = policy
         self.storage_root = storage_root
 
-    def prepare(self, leased: inbound.Leased, raw: bytes) -> Prepared:
+    def prepare(self, leased: inbound.Leased, raw: bytes | Path) -> Prepared:
         prepared = prepare(raw, self.storage_root, self.policy.max_attachment_size)
         if self.policy.sender_auth == "off" or leased.released or prepared.mail.error:
             return prepared
-        return replace(prepared, auth=self.authenticate(leased, prepared, raw))
+        whole = raw if isinstance(raw, bytes) else raw.read_bytes()  # DKIM reads every byte
+        return replace(prepared, auth=self.authenticate(leased, prepared, whole))
 
     def authenticate(self, leased: inbound.Leased, prepared: Prepared,
                      raw: bytes) -> sender_auth.Verdict:

@@ -11,12 +11,15 @@ from __future__ import annotations
 import html
 import logging
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
 from email.parser import BytesFeedParser, HeaderParser
 from email.policy import compat32
 from email.utils import parseaddr
+from functools import partial
+from pathlib import Path
 
 import mailparser
 import nh3
@@ -28,6 +31,8 @@ __all__ = ["DeliveryReport", "ParsedAttachment", "ParsedMail", "html_to_text", "
            "safe_filename", "sanitize_html"]
 log = logging.getLogger("gateway.parse")
 FEED_CHUNK = 64 * 1024  # bytes given to the stdlib parser at a time
+STREAM_FROM = 1024 * 1024  # a mail's file larger than this is parsed as it is read
+HEAD_BYTES = 262144 + 8192  # what is read of such a file for its header block and stray lines
 
 _MSGID = re.compile(r"<[^<>\s]+>")
 _SPACES = re.compile(r"[ \t\r\f\v]+")
@@ -86,23 +91,49 @@ class DeliveryReport:
     original_message_ids: tuple[str, ...]
 
 
-def parse(raw: bytes) -> ParsedMail:
-    """Parse ``raw``; never raises. Each part is read on its own, so one broken part (a bad
-    attachment, an undecodable body) costs that part only; ``defects`` says what was lost."""
-    if not raw.strip():
+def parse(source: bytes | Path, spill: Callable[[], parts.Spill] | None = None) -> ParsedMail:
+    """Parse a mail, given as bytes or as its file; never raises for what the mail holds (a
+    file that cannot be read raises OSError). Each part is read on its own, so one broken part
+    (a bad attachment, an undecodable body) costs that part only; ``defects`` says what was
+    lost.
+
+    With ``spill``, a large mail is parsed as it is read from its file, and each large
+    base64 part is decoded into a new spill rather than memory (parts.SpillingMessage): its
+    attachment's ``payload`` is then that spill, for the caller to store or discard."""
+    raw: bytes | Path = source
+    if isinstance(source, Path) and source.stat().st_size <= STREAM_FROM:
+        raw = source.read_bytes()
+    head = raw if isinstance(raw, bytes) else _read_head(raw)
+    if not head.strip():
         return _unparsable("empty message")
-    raw = _without_stray_lines(raw)
-    raw_headers = _raw_headers(raw)
+    start = _first_header(head)
+    raw_headers = _raw_headers(head[start:])
     if not raw_headers:
         return _unparsable("not a mail: no header at all (a binary file, an Outlook .msg?)")
+    message: Message | None = None
+    mail: ParsedMail | None = None
     try:
-        message = _message(raw)
-        # mail-parser reads the headers only: its own walk would decode every part (and every
-        # attachment) a second time, for nothing (ours is gateway.inbound.parts).
-        mail = _HeadersOnly(_without_trace(message))
+        message = _message(_chunks(raw, start), spill)
+        mail = _parsed(message, raw, start, raw_headers)
     except Exception as exc:  # one bad mail must never stop the queue
-        log.warning("unparsable mail (%d bytes): %s", len(raw), exc)
-        return _unparsable(f"{type(exc).__name__}: {exc}")
+        size = len(raw) if isinstance(raw, bytes) else raw.stat().st_size
+        log.warning("unparsable mail (%d bytes): %s", size, exc)
+        mail = _unparsable(f"{type(exc).__name__}: {exc}")
+    finally:
+        if spill is not None and message is not None:  # spills no file took (a dropped part)
+            taken = {id(a.payload) for a in mail.attachments} if mail is not None else set()
+            for _part, spilled in parts.spills(message):
+                if id(spilled) not in taken:
+                    spilled.discard()
+    return mail
+
+
+def _parsed(message: Message, raw: bytes | Path, start: int,
+            raw_headers: dict[bytes, list[bytes]]) -> ParsedMail:
+    # mail-parser reads the headers only: its own walk would decode every part (and every
+    # attachment) a second time, for nothing (ours is gateway.inbound.parts). What it cannot
+    # take makes the mail unparsable (``parse``).
+    mail = _HeadersOnly(_without_trace(message))
 
     defects: list[str] = []
 
@@ -145,25 +176,42 @@ def parse(raw: bytes) -> ParsedMail:
         text=text,
         html=safe_html,
         attachments=(*found.files, *uu_files),
-        delivery_report=attempt("report", lambda: _delivery_report(raw, headers), None),
+        delivery_report=attempt("report", lambda: _delivery_report(raw, start, headers), None),
         defects=tuple(defects),
     )
 
 
-def _without_stray_lines(raw: bytes) -> bytes:
-    """The mail from its first header on: a line before it (an mbox "From " line, a blank
+def _first_header(raw: bytes) -> int:
+    """Where the mail's first header starts: a line before it (an mbox "From " line, a blank
     line, a gateway's banner) would make every header part of the body."""
     start = 0
     for _ in range(STRAY_LINES + 1):
         end = raw.find(b"\n", start)
         if end < 0:
-            return raw
+            return 0
         following = raw.find(b"\n", end + 1)
         if _is_field(raw[start:end]) and (following < 0 or _is_field(raw[end + 1:following])
                                           or raw[end + 1:end + 2] in {b" ", b"\t"}):
-            return raw[start:]
+            return start
         start = end + 1
-    return raw
+    return 0
+
+
+def _read_head(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(HEAD_BYTES)
+
+
+def _chunks(raw: bytes | Path, start: int) -> Iterator[bytes]:
+    """The mail from ``start`` on, FEED_CHUNK bytes at a time, from memory or from its file."""
+    if isinstance(raw, bytes):
+        for offset in range(start, len(raw), FEED_CHUNK):
+            yield raw[offset:offset + FEED_CHUNK]
+        return
+    with raw.open("rb") as handle:
+        handle.seek(start)
+        while chunk := handle.read(FEED_CHUNK):
+            yield chunk
 
 
 def _is_field(line: bytes) -> bool:
@@ -227,12 +275,14 @@ def _address(address: str) -> str:
     return f"{local}@{domain.lower()}"
 
 
-def _delivery_report(raw: bytes, headers: dict[str, str]) -> DeliveryReport | None:
+def _delivery_report(raw: bytes | Path, start: int,
+                     headers: dict[str, str]) -> DeliveryReport | None:
     """Read a multipart/report of type delivery-status with the stdlib (RFC 3462, RFC 3464)."""
     content_type = headers.get("content-type", "").lower()
     if "multipart/report" not in content_type or "delivery-status" not in content_type:
         return None
-    message = message_from_bytes(raw, policy=compat32)
+    whole = raw if isinstance(raw, bytes) else raw.read_bytes()
+    message = message_from_bytes(whole[start:], policy=compat32)
     action = status = diagnostic = ""
     ids: list[str] = []
     for part in message.walk():
@@ -267,14 +317,17 @@ def html_to_text(markup: str) -> str:
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 
 
-def _message(raw: bytes) -> Message:
+def _message(chunks: Iterable[bytes], spill: Callable[[], parts.Spill] | None) -> Message:
     """The stdlib's message tree, fed to its parser in chunks as mail-parser's own ``from_file``
     does. ``message_from_bytes`` (mail-parser's ``parse_from_bytes``) first decodes the whole
     mail into one string and a ``StringIO`` of 4 bytes a character: 8 times a 25 MB mail's size
-    at its peak, against under 2 times this way. A mail nested too deeply raises, as before."""
-    parser = BytesFeedParser()
-    for start in range(0, len(raw), FEED_CHUNK):
-        parser.feed(raw[start:start + FEED_CHUNK])
+    at its peak, against under 2 times this way (and with ``spill``, from its file, large
+    parts decoded to disk: about one encoded part at a time). A mail nested too deeply
+    raises, as before."""
+    parser = (BytesFeedParser() if spill is None else
+              BytesFeedParser(_factory=partial(parts.SpillingMessage, new_spill=spill)))
+    for chunk in chunks:
+        parser.feed(chunk)
     return parser.close()
 
 

@@ -16,8 +16,11 @@ import contextlib
 import mimetypes
 import re
 import unicodedata
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import Message
+from email.policy import compat32
+from typing import Any, Protocol
 
 from mailparser.utils import decode_header_part, mime_header_view
 
@@ -33,12 +36,104 @@ _EXTENSIONS = {"video/quicktime": ".mov", "image/jpeg": ".jpg", "text/plain": ".
                "audio/amr": ".amr", "video/3gpp": ".3gp", "text/calendar": ".ics"}
 
 
+SPILL_FROM = 1024 * 1024  # encoded characters: a base64 body this large is decoded to a Spill
+_SLICE = 256 * 1024  # characters of base64 decoded at a time into a Spill
+
+
+class Spill(Protocol):
+    """Where a large part's decoded bytes go instead of memory: a blob being written
+    (storage.blobs.BlobWriter), stored or discarded by whoever takes the file."""
+
+    size: int
+
+    @property
+    def head(self) -> bytes: ...  # its first 64 KiB
+    @property
+    def key(self) -> str: ...  # the sha256 of what was written
+    def write(self, chunk: bytes) -> None: ...
+    def read(self) -> bytes: ...
+    def commit(self) -> str: ...
+    def discard(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class ParsedAttachment:
     filename: str
     declared_type: str
-    payload: bytes
+    payload: bytes | Spill  # a Spill only when the mail was parsed with one (parse(spill=))
     content_id: str | None
+
+
+class SpillingMessage(Message):
+    """A MIME part as the stdlib's parser builds it, except that a large base64 body is
+    decoded, as the parser hands it over, into a Spill instead of being kept in the tree: the
+    files of a 25 MB mail are never in memory all at once, encoded and decoded, and the body
+    in hand is decoded a slice at a time."""
+
+    def __init__(self, policy: Any = compat32, new_spill: Callable[[], Spill] | None = None,
+                 ) -> None:
+        super().__init__(policy)
+        self.new_spill = new_spill
+        self.spilled: Spill | None = None
+
+    def set_payload(self, payload: Any, charset: Any = None) -> None:
+        if (self.new_spill is None or not isinstance(payload, str) or len(payload) < SPILL_FROM
+                or str(self.get("Content-Transfer-Encoding", "")).strip().lower() != "base64"):
+            super().set_payload(payload, charset)
+            return
+        spill = self.new_spill()
+        try:
+            if not decode_base64_to(payload, spill.write):  # damaged: leniently, at once
+                spill.discard()
+                spill = self.new_spill()
+                spill.write(lenient_base64(payload))
+        except OSError:  # the disk refused it: kept in memory, as any other part
+            spill.discard()
+            super().set_payload(payload, charset)
+            return
+        self.spilled = spill
+        super().set_payload("", charset)
+
+
+def decode_base64_to(payload: str, write: Callable[[bytes], None]) -> bool:
+    """Decode well-formed base64 (padding only at its end) a slice of lines at a time into
+    ``write``; False, with part of it written, when it is not (``lenient_base64`` then)."""
+    first_pad = payload.find("=")
+    if first_pad >= 0 and payload[first_pad:].strip("=\r\n\t "):
+        return False
+    start = 0
+    while start < len(payload):
+        end = payload.find("\n", start + _SLICE)
+        end = len(payload) if end < 0 else end + 1
+        try:  # a slice whose characters are not a multiple of four raises: never half-decoded
+            write(binascii.a2b_base64(payload[start:end]))
+        except ValueError:
+            return False
+        start = end
+    return True
+
+
+def spills(message: Message) -> Iterator[tuple[Message, Spill]]:
+    """Every part of ``message`` whose body went to a Spill."""
+    for part in message.walk():
+        spilled = getattr(part, "spilled", None)
+        if spilled is not None:
+            yield part, spilled
+
+
+def unspill(message: Message) -> None:
+    """Put the bodies of ``message``'s parts back in it, encoded as they came (base64): for a
+    forwarded mail kept whole as a file."""
+    for part, spilled in list(spills(message)):
+        data = _take_back(part, spilled)
+        Message.set_payload(part, base64.encodebytes(data).decode("ascii"))
+
+
+def _take_back(part: Message, spilled: Spill) -> bytes:
+    data = spilled.read()
+    spilled.discard()
+    part.spilled = None  # type: ignore[attr-defined]
+    return data
 
 
 @dataclass
@@ -94,16 +189,19 @@ def _leaf(part: Message, parts: Parts, alternative: bool) -> None:
         text = charsets.decode(_payload(part), declared)
         (parts.plain if kind == "text/plain" else parts.html).append(text)
         return
-    payload = _payload(part)
     if kind == "text/calendar" or name.lower().endswith(".ics"):
-        summary = invitation.summary(payload)
+        summary = invitation.summary(_payload(part))
         if summary:
             parts.plain.append(summary)
         if not attached:
             return  # the invitation is the body's alternative, not a file the customer sent
     if alternative and part.get_content_maintype() == "text" and not attached:
         return  # another rendering of the body (Apple Watch's text/watch-html, text/enriched)
-    unpacked = tnef.unpack(payload) if _is_tnef(kind, name) else None
+    spilled: Spill | None = getattr(part, "spilled", None)
+    payload: bytes | Spill = (spilled if spilled is not None and not _is_tnef(kind, name)
+                              else _payload(part))
+    unpacked = tnef.unpack(payload) if isinstance(payload, bytes) and _is_tnef(kind, name) \
+        else None
     if unpacked is not None:  # winmail.dat stands for the files inside it
         for inner_name, data in unpacked:
             parts.files.append(ParsedAttachment(
@@ -148,6 +246,8 @@ def _forwarded(part: Message, inner: Message | None, index: int) -> ParsedAttach
         subject = charsets.header(str(raw_subject).encode("latin-1", "replace")) \
             if raw_subject is not None else ""
         name = f"{subject[:150]}.eml" if subject else ""
+    if inner is not None:
+        unspill(inner)  # a forwarded mail is kept whole, its own files in it
     payload = inner.as_bytes() if inner is not None else _payload(part)
     return ParsedAttachment(safe_filename(name, _type_name("message/rfc822", index)),
                             part.get_content_type(), payload, None)
@@ -156,6 +256,9 @@ def _forwarded(part: Message, inner: Message | None, index: int) -> ParsedAttach
 def _payload(part: Message) -> bytes:
     """The part's bytes, its transfer encoding undone: damaged base64 as far as it goes, and
     uuencode, which the stdlib hands back still encoded when anything is off."""
+    spilled = getattr(part, "spilled", None)
+    if spilled is not None:  # needed whole after all (a text body, an invitation, a winmail.dat)
+        return _take_back(part, spilled)
     encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
     raw = part.get_payload(decode=False)
     if isinstance(raw, list):  # a message/* part that is not a mail: keep its bytes

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.inbound import attachments
-from gateway.inbound.parse import ParsedMail, parse
+from gateway.inbound.parse import ParsedAttachment, ParsedMail, parse
 from gateway.inbound.quotes import split_reply
 from gateway.inbound.sender_auth import Verdict
 from storage.blobs import BlobStore
@@ -41,24 +41,41 @@ class Prepared:
     auth: Verdict | None = None  # the sender's authentication, when judged (Ingestor.prepare)
 
 
-def prepare(raw: bytes, storage_dir: str | Path, max_attachment_size: int) -> Prepared:
+def prepare(raw: bytes | Path, storage_dir: str | Path, max_attachment_size: int) -> Prepared:
+    """``raw``: the mail's bytes, or its file (a large one is then read as it is parsed, and
+    its large files decoded straight to the blob store: never whole in memory)."""
     blobs = BlobStore(Path(storage_dir))
-    mail = parse(raw)
-    files = []
-    for item in mail.attachments:
-        if item.declared_type in SIGNATURES:
-            continue  # a signature is not a file the customer sent: kept in the raw mail only
-        verdict = attachments.check(item.payload, max_attachment_size)
-        key = blobs.put(item.payload) if verdict.accepted else None
-        files.append(PreparedFile(
-            filename=item.filename, type=verdict.detected_type, size=len(item.payload),
-            sha256=key or hashlib.sha256(item.payload).hexdigest(), accepted=verdict.accepted,
-            reason=verdict.reason, storage_key=key, content_id=item.content_id,
-        ))
+    mail = parse(raw, spill=blobs.writer)
+    try:
+        files = [_file(blobs, item, max_attachment_size) for item in mail.attachments
+                 # a signature is not a file the customer sent: kept in the raw mail only
+                 if item.declared_type not in SIGNATURES]
+    finally:
+        for item in mail.attachments:  # spilled files neither stored nor refused yet
+            if not isinstance(item.payload, bytes):
+                item.payload.discard()
     return Prepared(
         mail=dataclasses.replace(mail, attachments=()),
         files=tuple(files),
         new_text=split_reply(mail.text).new if _answers(mail) else None,
+    )
+
+
+def _file(blobs: BlobStore, item: ParsedAttachment, max_size: int) -> PreparedFile:
+    """One file checked, and stored if accepted."""
+    payload = item.payload
+    if isinstance(payload, bytes):
+        verdict = attachments.check(payload, max_size)
+        key = blobs.put(payload) if verdict.accepted else None
+        size, sha256 = len(payload), key or hashlib.sha256(payload).hexdigest()
+    else:  # decoded to disk as it was parsed: stored by renaming it, or dropped
+        verdict = attachments.judge(payload.head, payload.size, max_size)
+        key = payload.commit() if verdict.accepted else None
+        size, sha256 = payload.size, payload.key
+    return PreparedFile(
+        filename=item.filename, type=verdict.detected_type, size=size, sha256=sha256,
+        accepted=verdict.accepted, reason=verdict.reason, storage_key=key,
+        content_id=item.content_id,
     )
 
 
