@@ -331,28 +331,77 @@ def once_per_transaction(session: Session, key: str, load: Callable[[], Any]) ->
 
 
 Row = TypeVar("Row", bound=SQLModel)
-_INSERTS: dict[Any, Any] = {}  # per table: its INSERT statement and column names, built once
+
+
+@dataclass(frozen=True)
+class _Insert:
+    """One table's INSERT of every column but its id, as the driver runs it (as ``_Compiled``
+    for reads): its SQL, its parameters' order and bind processors, and how to read the new
+    id (the cursor's lastrowid on SQLite, RETURNING on PostgreSQL)."""
+
+    sql: str
+    keys: tuple[str, ...]
+    order: tuple[str, ...] | None  # parameter names in order, for positional drivers
+    binders: dict[str, Callable[[Any], Any]]
+    returning: bool
+
+    @classmethod
+    def of(cls, table: Any, dialect: Dialect) -> _Insert:
+        keys = tuple(column.key for column in table.columns if column.key != "id")
+        returning = dialect.name != "sqlite"
+        statement = insert(table).returning(table.c.id) if returning else insert(table)
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+        binders = {name: processor for name, bind in compiled.binds.items()
+                   if (processor := bind.type._cached_bind_processor(dialect)) is not None}
+        return cls(compiled.string, keys,
+                   tuple(compiled.positiontup) if compiled.positional and
+                   compiled.positiontup is not None else None, binders, returning)
+
+    def run(self, connection: Connection, given: dict[str, Any]) -> int:
+        values = {key: given.get(key) for key in self.keys}
+        for name, processor in self.binders.items():
+            values[name] = processor(values[name])
+        parameters = [values[name] for name in self.order] if self.order is not None else values
+        driver = connection.connection.driver_connection
+        dialect = connection.dialect
+        cursor = driver.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(self.sql, parameters)
+            return int(cursor.fetchone()[0] if self.returning else cursor.lastrowid)
+        except dialect.loaded_dbapi.Error as exc:  # as SQLAlchemy would have raised it
+            error = DBAPIError.instance(
+                self.sql, parameters, exc, dialect.loaded_dbapi.Error,
+                connection_invalidated=dialect.is_disconnect(exc, driver, None),
+                dialect=dialect)
+            if faults.is_unavailable(error):
+                faults.database.failed(exc)
+            raise error from exc
+        finally:
+            cursor.close()
+
+
+_INSERTS: dict[tuple[Any, str], _Insert] = {}  # per table and dialect, built once
 
 
 def insert_now(session: Session, row: Row, *, keep: bool = False) -> Row:
     """Write ``row`` at once with one plain INSERT on the session's connection and give it its
     id, without the ORM's unit of work: a flush costs several times its statement, and a batch
-    of mails writes a ticket, its history, its message and its queued mail for each one.
+    of mails writes a ticket, its history, its message and its queued mail for each one. The
+    INSERT, built once per table, is run by the driver itself (SQLAlchemy's execution costs
+    four times the statement), with the columns' own bind processors, and its errors come out
+    as SQLAlchemy's.
 
     ``keep``: the row goes on in the session as loaded (a ticket, changed later in the same
     transaction); else it stays out of it, a plain object (what is written once: a history
-    entry, a message, a queued mail). Its columns are read from the object as it is: a value
-    the database would fill in itself is not read back."""
+    entry, a message, a queued mail). Its columns are read from the object as it is (what the
+    model's constructor set, defaults included); a value the database would fill in itself
+    is not read back. The row's id, if set, is not written: the database gives it."""
     table = row.__table__  # type: ignore[attr-defined]
-    known = _INSERTS.get(table)
+    connection = session.connection()
+    known = _INSERTS.get((table, connection.dialect.name))
     if known is None:
-        known = _INSERTS[table] = (insert(table), tuple(column.key for column in table.columns))
-    statement, keys = known
-    given = row.__dict__  # (what the model's constructor set, defaults included)
-    values = {key: given[key] for key in keys
-              if key in given and (key != "id" or given[key] is not None)}
-    result = session.connection().execute(statement, values)
-    row.id = result.inserted_primary_key[0]  # type: ignore[attr-defined]
+        known = _INSERTS[(table, connection.dialect.name)] = _Insert.of(table, connection.dialect)
+    row.id = known.run(connection, row.__dict__)  # type: ignore[attr-defined]
     if keep:
         # A row of a savepoint rolled back may have left an object under the same key (SQLite
         # gives a rolled-back id again): the new row is the one the session knows from now on.

@@ -140,6 +140,22 @@ def test_no_usable_from_header_at_all_is_no_sender():
 
 # ------------------------------------------------------------------ headers and charsets
 
+def test_nul_characters_are_dropped_so_the_mail_is_a_ticket_on_both_databases(parts):
+    # A NUL in the subject, a header and the body (a broken mailer): PostgreSQL refuses NUL
+    # in text, so the mail used to fail there and become a ticket on SQLite. Now the same
+    # ticket on both, without the NULs.
+    raw = load_mail("outlook-new-request-es.eml")
+    raw = raw.replace(b"Subject: ", b"Subject: Factura\x00 ", 1).replace(
+        b"Message-ID: <", b"X-Broken: a\x00b\r\nMessage-ID: <nul-", 1)
+    head, blank, body = raw.partition(b"\r\n\r\n")
+    raw = head + blank + body.replace(b"\r\n", b"\x00\r\n", 3)
+    mail = parse(raw)
+    assert "\x00" not in mail.subject + mail.text + mail.headers["x-broken"]
+    assert mail.subject.startswith("Factura ")
+    outcome = ingest_raw(parts, raw, "nul")
+    assert outcome.outcome == "created"
+
+
 def test_blank_line_before_the_headers_is_skipped():
     raw = b"\r\n" + load_mail("iphone-mixed-case-address-es.eml")
     mail = parse(raw)

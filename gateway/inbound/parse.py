@@ -12,7 +12,7 @@ import html
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email import message_from_bytes
 from email.message import Message
 from email.parser import BytesFeedParser, HeaderParser
@@ -114,7 +114,7 @@ def parse(source: bytes | Path, spill: Callable[[], parts.Spill] | None = None) 
     mail: ParsedMail | None = None
     try:
         message = _message(_chunks(raw, start), spill)
-        mail = _parsed(message, raw, start, raw_headers)
+        mail = _without_nul(_parsed(message, raw, start, raw_headers))
     except Exception as exc:  # one bad mail must never stop the queue
         size = len(raw) if isinstance(raw, bytes) else raw.stat().st_size
         log.warning("unparsable mail (%d bytes): %s", size, exc)
@@ -179,6 +179,30 @@ def _parsed(message: Message, raw: bytes | Path, start: int,
         delivery_report=attempt("report", lambda: _delivery_report(raw, start, headers), None),
         defects=tuple(defects),
     )
+
+
+def _without_nul(mail: ParsedMail) -> ParsedMail:
+    """NUL characters taken out of what is read: a mail (or a broken header) may carry them,
+    PostgreSQL refuses them in text (SQLite keeps them), and they show nothing to anyone."""
+    def clean(value: str) -> str:
+        return value.replace("\x00", "")
+
+    def tuple_of(values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(clean(v) for v in values)
+
+    fields = (mail.subject, mail.from_name, mail.from_address, mail.text, mail.html or "",
+              mail.message_id or "", *mail.in_reply_to, *mail.references, *mail.to,
+              *mail.headers.values(), *mail.defects)
+    if not any("\x00" in value for value in fields):
+        return mail
+    return replace(
+        mail, subject=clean(mail.subject), from_name=clean(mail.from_name),
+        from_address=clean(mail.from_address), text=clean(mail.text),
+        html=clean(mail.html) if mail.html is not None else None,
+        message_id=clean(mail.message_id) if mail.message_id else mail.message_id,
+        in_reply_to=tuple_of(mail.in_reply_to), references=tuple_of(mail.references),
+        to=tuple_of(mail.to), headers={name: clean(value) for name, value in mail.headers.items()},
+        defects=tuple_of(mail.defects))
 
 
 def _first_header(raw: bytes) -> int:
