@@ -23,7 +23,7 @@ from gateway.links import DECISIONS, RatingLinks, VerificationLinks
 from gateway.outbound.render import new_message_id
 from gateway.ratings import rating_links
 from gateway.settings import Settings
-from storage.db import insert_now, once_per_transaction
+from storage.db import insert_now, once_per_transaction, plain_row
 from storage.models import (
     STATUS_GROUPS,
     Agent,
@@ -256,7 +256,8 @@ class Workflow:
         application_id: int | None, linked_ticket: Ticket | None,
     ) -> Ticket:
         assert requester.id is not None
-        ticket = Ticket(
+        ticket = plain_row(
+            Ticket,
             number=next_ticket_number(session),
             priority=_default_priority(session, requester.organization_id),
             organization_id=requester.organization_id,
@@ -272,8 +273,8 @@ class Workflow:
     def _record(self, session: Session, ticket: Ticket, from_status: str | None,
                 to_status: str, actor: str, note: str) -> None:
         assert ticket.id is not None
-        insert_now(session, StatusChange(ticket_id=ticket.id, from_status=from_status,
-                                         to_status=to_status, actor=actor[:320], note=note))
+        insert_now(session, plain_row(StatusChange, ticket_id=ticket.id, from_status=from_status,
+                                      to_status=to_status, actor=actor[:320], note=note))
 
     def queue(
         self,
@@ -301,7 +302,8 @@ class Workflow:
             **(extra or {}),
         }
         references = thread.chain()
-        notification = Notification(
+        notification = plain_row(
+            Notification,
             ticket_id=ticket.id,
             contact_id=contact.id,
             event=event,

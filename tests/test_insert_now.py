@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from storage.db import insert_now, transaction
+from storage.db import insert_now, plain_row, transaction
 from storage.models import Contact, Notification, StatusChange, Ticket
 
 
@@ -52,3 +52,23 @@ def test_a_refused_row_raises_sqlalchemys_error_and_rolls_back(directory):
                                          actor="test", note=""))
     with Session(engine) as session:
         assert session.exec(select(StatusChange)).all() == []
+
+
+def test_a_plain_row_holds_what_the_constructor_would():
+    # plain_row skips SQLAlchemy's per-field instrumentation, not the model's defaults: the
+    # same values as the constructor (timestamps aside), and a missing or unknown field is
+    # an error rather than a row that fails later.
+    given = {"ticket_id": 1, "contact_id": 2, "event": "received", "recipient": "a@example.com",
+             "message_id": "<m@example.com>", "next_attempt_at": datetime.now(UTC)}
+    built, plain = Notification(**given), plain_row(Notification, **given)
+
+    def values(row: Notification) -> dict:
+        return {k: v for k, v in row.__dict__.items()
+                if k not in {"_sa_instance_state", "created_at"}}
+
+    assert values(plain) == values(built)
+    assert (plain.state, plain.language, plain.attempts) == ("queued", "es", 0)
+    with pytest.raises(TypeError, match="needs event"):
+        plain_row(Notification, **{k: v for k, v in given.items() if k != "event"})
+    with pytest.raises(TypeError, match="no field colour"):
+        plain_row(Notification, **given, colour="red")

@@ -28,7 +28,7 @@ from gateway.verification import pending_request_of
 from gateway.workflow import RefusedFile, Thread, Workflow, reopenable
 from storage import inbound
 from storage.blobs import BlobStore
-from storage.db import insert_now, transaction
+from storage.db import insert_now, plain_row, transaction
 from storage.faults import describe, is_temporary
 from storage.models import Contact, InboundMessage, Message, Organization, Ticket, utcnow
 from storage.queues import new_holder
@@ -495,8 +495,9 @@ class _Run:
                automatic: bool = False, opening: bool = False) -> Message:
         """The message on its ticket, with its files: accepted ones stored, refused ones noted."""
         mail, row = self.mail, self.row
-        message = Message(
-            ticket_id=ticket.id,  # type: ignore[arg-type]
+        message = plain_row(
+            Message,
+            ticket_id=ticket.id,
             direction="in", channel="email", automatic=automatic,
             # The mail that opens a ticket comes before the "received" mail queued for it, so
             # the ticket's thread (and what our next mail answers) keeps the customer's order.
