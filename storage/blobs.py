@@ -14,6 +14,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 KEY_LENGTH = 64
 INCOMING = ".incoming"  # blobs being written (BlobWriter); never a key's folder (two hex digits)
@@ -76,20 +77,21 @@ class BlobStore:
 
 class BlobWriter:
     """One blob written as it arrives, never whole in memory: ``write`` hashes each chunk and
-    writes it to a temporary file (no fsync yet: cheap enough for an event loop's thread);
-    ``commit`` syncs it and renames it under its key (or drops it when that content is already
-    stored) and returns the key. ``discard`` (or a failed commit) removes it. Not thread-safe:
-    one writer, one caller at a time."""
+    keeps it, the first MEMORY_MAX bytes in memory and, past them, all of it in a temporary
+    file (no fsync yet: cheap enough for an event loop's thread; a small mail, most of them,
+    never opens a file there: creating one can wait on the disk's journal while other
+    threads sync); ``commit`` writes what is still in memory, syncs it and renames it under
+    its key (or drops it when that content is already stored) and returns the key.
+    ``discard`` (or a failed commit) removes it. Not thread-safe: one writer, one caller at a
+    time."""
 
     def __init__(self, store: BlobStore) -> None:
         self.store = store
         self.size = 0
         self._hash = hashlib.sha256()
-        folder = store.root / INCOMING
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-        self._tmp = Path(name)
-        self._file = os.fdopen(fd, "wb")
+        self._chunks: list[bytes] = []  # while the blob is small: its bytes, in memory
+        self._file: BinaryIO | None = None
+        self._tmp: Path | None = None
         self._head = b""
         self._done = False  # committed or discarded: its temporary name is no longer its own
 
@@ -106,11 +108,30 @@ class BlobWriter:
         if len(self._head) < HEAD:
             self._head += chunk[:HEAD - len(self._head)]
         self._hash.update(chunk)
-        self._file.write(chunk)
         self.size += len(chunk)
+        if self._file is None and self.size <= MEMORY_MAX:
+            self._chunks.append(chunk)
+            return
+        handle = self._file or self._open()
+        handle.write(chunk)
+
+    def _open(self) -> BinaryIO:
+        """The temporary file, with what was kept in memory so far."""
+        folder = self.store.root / INCOMING
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        self._tmp = Path(name)
+        self._file = handle = os.fdopen(fd, "wb")
+        for kept in self._chunks:
+            handle.write(kept)
+        self._chunks = []
+        return handle
 
     def read(self) -> bytes:
         """Everything written so far (a small blob someone needs whole after all)."""
+        if self._file is None:
+            return b"".join(self._chunks)
+        assert self._tmp is not None
         self._file.flush()
         return self._tmp.read_bytes()
 
@@ -119,13 +140,15 @@ class BlobWriter:
         key = self.key
         target = self.store.path(key)
         try:
-            self._file.flush()
             if target.exists():
                 self.discard()
                 return key
-            os.fsync(self._file.fileno())
-            self._file.close()
+            handle = self._file or self._open()
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
             target.parent.mkdir(parents=True, exist_ok=True)
+            assert self._tmp is not None
             os.replace(self._tmp, target)
         except BaseException:
             self.discard()
@@ -139,10 +162,14 @@ class BlobWriter:
         if self._done:
             return
         self._done = True
-        self._file.close()
-        self._tmp.unlink(missing_ok=True)
+        self._chunks = []
+        if self._file is not None:
+            self._file.close()
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
 
 
+MEMORY_MAX = 1024 * 1024  # a blob's bytes kept in memory before it goes to its file
 HEAD = 65536
 
 
