@@ -32,7 +32,8 @@ log = logging.getLogger("gateway.worker")
 
 Counter = Any  # a multiprocessing RawValue("Q"): shared memory, no lock
 
-BATCH = 8  # small: a lease never waits long, and SQLite's write lock is held only briefly
+BATCH = 8  # small on SQLite: its one write lock is held only briefly (SMTP clients wait on it)
+BATCH_POSTGRESQL = 32  # larger where writers do not queue: fewer leases and commits a mail
 OUTAGE_PAUSE = (0.5, 10.0)  # seconds between attempts while the database is away: first, most
 
 
@@ -54,11 +55,12 @@ def run_ingest(settings: Settings, signals: Signals, slot: int, worker_id: str,
     ingestor = parts.ingestor
     ingestor.worker_id = worker_id
     signals.ready[slot] = 1
+    size = BATCH if parts.engine.dialect.name == "sqlite" else BATCH_POSTGRESQL
     pause = Pause()
     while not signals.stop.value and os.getppid() == parent_pid:
         seen = signals.wake.value
         try:
-            leased = ingestor.lease(BATCH)
+            leased = ingestor.lease(size)
         except Exception as exc:
             # The database is away: wait, then try again; sooner if a channel could store a
             # mail meanwhile (the database is back).
