@@ -459,3 +459,29 @@ def test_calendars_and_plans_are_set_up_from_the_command_line(parts, settings, m
     assert ticket.priority == "high"  # the plan's default
     assert set(measured) == {"first_response", "resolution"}  # the plan's targets only
     assert measured["first_response"].minutes == 30
+
+
+def test_a_running_gateway_keeps_the_clocks_of_a_new_ticket(gateway):
+    # `serve` keeps the clocks (every few seconds): a request mailed to the running gateway
+    # gets its ticket's clocks stored within seconds.
+    import smtplib
+
+    from sqlmodel import Session, select
+
+    from storage.models import SlaClock, Ticket
+    from tests.conftest import load_mail, wait_for
+
+    with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=10) as client:
+        client.sendmail("maria.garcia@ferreteria-lopez.es", ["soporte@example.com"],
+                        load_mail("outlook-new-request-es.eml"))
+
+    def clocks() -> list[SlaClock]:
+        with Session(gateway.service.parts.engine) as session:
+            ticket = session.exec(select(Ticket)).first()
+            if ticket is None:
+                return []
+            return list(session.exec(select(SlaClock).where(SlaClock.ticket_id == ticket.id)))
+
+    stored = wait_for(clocks, timeout=30)
+    assert {clock.state for clock in stored} <= {"running", "paused", "met", "breached"}
+    assert all(clock.minutes > 0 for clock in stored)
