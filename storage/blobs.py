@@ -31,23 +31,9 @@ class BlobStore:
 
     def put(self, data: bytes) -> str:
         """Store ``data`` durably and return its key (the sha256 hex digest)."""
-        key = hashlib.sha256(data).hexdigest()
-        target = self.path(key)
-        if target.exists():
-            return key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(target.parent)
-        return key
+        writer = self.writer()
+        writer.write(data)
+        return writer.commit()
 
     def writer(self) -> BlobWriter:
         """A blob to write chunk by chunk: ``write``, then ``commit`` (or ``discard``)."""

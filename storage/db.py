@@ -247,23 +247,13 @@ class LoopReads:
                 finally:
                     cursor.close()
             except self._engine.dialect.loaded_dbapi.Error as exc:
-                error = self._wrapped(compiled, params, exc, driver)
+                error = driver_error(self._engine.dialect, compiled.sql, params, exc, driver)
                 self.close()
                 if attempt == 2 or not error.connection_invalidated:
                     raise error from exc
                 continue
             return None if row is None else compiled.values(row)
         raise AssertionError("unreachable")
-
-    def _wrapped(self, compiled: _Compiled, params: dict[str, Any], exc: Exception,
-                 driver: Any) -> DBAPIError:
-        dialect = self._engine.dialect
-        error = DBAPIError.instance(
-            compiled.sql, params, exc, dialect.loaded_dbapi.Error,
-            connection_invalidated=dialect.is_disconnect(exc, driver, None), dialect=dialect)
-        if faults.is_unavailable(error):
-            faults.database.failed(exc)
-        return error
 
     def close(self) -> None:
         if self._connection is not None:
@@ -309,6 +299,19 @@ class _Compiled:
     def values(self, row: Sequence[Any]) -> dict[str, Any]:
         return {name: (read(value) if read is not None and value is not None else value)
                 for name, read, value in zip(self.names, self.readers, row, strict=True)}
+
+
+def driver_error(dialect: Dialect, sql: str, params: Any, exc: Exception,
+                 driver: Any) -> DBAPIError:
+    """A driver's error for a statement run without SQLAlchemy, as SQLAlchemy would have raised
+    it (what the retry and temporary-error rules read), told to the outage log if it says the
+    database is away."""
+    error = DBAPIError.instance(
+        sql, params, exc, dialect.loaded_dbapi.Error,
+        connection_invalidated=dialect.is_disconnect(exc, driver, None), dialect=dialect)
+    if faults.is_unavailable(error):
+        faults.database.failed(exc)
+    return error
 
 
 # No transaction of its own: AUTOCOMMIT for PostgreSQL, no BEGIN for SQLite (pysqlite is in
@@ -371,14 +374,8 @@ class _Insert:
         try:
             cursor.execute(self.sql, parameters)
             return int(cursor.fetchone()[0] if self.returning else cursor.lastrowid)
-        except dialect.loaded_dbapi.Error as exc:  # as SQLAlchemy would have raised it
-            error = DBAPIError.instance(
-                self.sql, parameters, exc, dialect.loaded_dbapi.Error,
-                connection_invalidated=dialect.is_disconnect(exc, driver, None),
-                dialect=dialect)
-            if faults.is_unavailable(error):
-                faults.database.failed(exc)
-            raise error from exc
+        except dialect.loaded_dbapi.Error as exc:
+            raise driver_error(dialect, self.sql, parameters, exc, driver) from exc
         finally:
             cursor.close()
 

@@ -345,6 +345,29 @@ def test_commands_pipelined_after_the_end_of_data_are_answered(gateway):
     assert len(queued(gateway)) == 1
 
 
+def test_an_empty_mail_is_accepted_and_kept_as_failed(gateway):
+    # DATA with nothing before the final dot: accepted (250) and queued like any other mail,
+    # then kept as failed ("empty message") for the team to see, not answered 451 for ever.
+    sock, _code, _text = greeting(gateway.smtp_port)
+    with sock, sock.makefile("rb") as replies:
+        for line in (b"EHLO client.example\r\n", b"MAIL FROM:<%s>\r\n" % MARIA.encode(),
+                     b"RCPT TO:<soporte@example.com>\r\n", b"DATA\r\n"):
+            sock.sendall(line)
+            while replies.readline()[3:4] == b"-":
+                pass
+        sock.sendall(b".\r\n")
+        assert replies.readline()[:3] == b"250"
+    (row,) = queued(gateway)
+    assert row.size == 0
+
+    def kept() -> InboundMessage | None:
+        (done,) = queued(gateway)
+        return done if done.state == "done" else None
+
+    done = wait_for(kept)
+    assert done.outcome == "failed" and "empty message" in (done.reason or "")
+
+
 def test_a_client_that_leaves_during_data_leaves_nothing_behind(gateway):
     # Half a mail, then the connection drops: nothing queued, no partial file kept.
     sock, _code, _text = greeting(gateway.smtp_port)

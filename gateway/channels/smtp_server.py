@@ -41,14 +41,11 @@ ERR_451_STORE = "451 4.3.0 Temporary failure storing the message, try again late
 ERR_530_TLS = "530 5.7.0 Must issue a STARTTLS command first"
 ERR_550_RELAY = "550 5.7.1 Relaying denied: this server only accepts mail for its own domains"
 ERR_552_SIZE = "552 5.3.4 Message too big"
-ERR_554_NO_RCPT = "554 5.5.1 No valid recipients"
 
-# aiosmtpd's own replies, with their enhanced status codes (RFC 3463). A DATA line over our
-# line limit is over the size limit too (the line limit is the size limit).
+# aiosmtpd's own replies, with their enhanced status codes (RFC 3463). (Its DATA, with its
+# own size and line-length replies, is replaced by _Edge.smtp_DATA.)
 REPLIES = {
     "530 Must issue a STARTTLS command first": ERR_530_TLS,
-    "500 Line too long (see RFC5321 4.5.3.1.6)": ERR_552_SIZE,
-    "552 Error: Too much mail data": ERR_552_SIZE,
 }
 
 # store(blob, mail_from, rcpt_tos, peer, helo, channel) -> inbound queue id, once the mail (the
@@ -98,9 +95,6 @@ class GatewayHandler:
         self, server: SMTP, session: Session, envelope: Envelope,
     ) -> str:
         blob: BlobWriter = envelope.blob  # written by _Edge.smtp_DATA as it arrived
-        if not envelope.rcpt_tos:
-            blob.discard()
-            return ERR_554_NO_RCPT
         lmtp = isinstance(server, LMTP)
         try:
             inbound_id = await asyncio.wait_for(
@@ -174,30 +168,25 @@ class ConnectionLimits:
 
 
 class _Sink:
-    """Where ``receive_data`` puts a mail: a new blob, opened on the first byte. A disk that
-    refuses it (full, gone) is remembered, the rest of the mail read and dropped."""
+    """Where ``receive_data`` puts a mail: a new blob (an empty mail too). A disk that refuses
+    it (full, gone) is remembered, the rest of the mail read and dropped."""
 
-    def __init__(self, new_blob: Callable[[], BlobWriter]) -> None:
-        self.new_blob = new_blob
-        self.blob: BlobWriter | None = None
+    def __init__(self, blob: BlobWriter) -> None:
+        self.blob = blob
         self.error: OSError | None = None
 
     def write(self, chunk: bytes) -> None:
         if self.error is not None:
             return
         try:
-            if self.blob is None:
-                self.blob = self.new_blob()
             self.blob.write(chunk)
         except OSError as exc:
             self.error = exc
             self.discard()
 
     def discard(self) -> None:
-        if self.blob is not None:
-            with contextlib.suppress(OSError):
-                self.blob.discard()
-            self.blob = None
+        with contextlib.suppress(OSError):
+            self.blob.discard()
 
 
 async def receive_data(reader: asyncio.StreamReader, write: Callable[[bytes], None],
@@ -211,8 +200,6 @@ async def receive_data(reader: asyncio.StreamReader, write: Callable[[bytes], No
     pending = b"\r\n"  # the mail starts at a line start: its first line may be dot-stuffed
     skip = 2  # ...but those two bytes are not the mail's
     received = 0
-    written = 0
-    over = False
     while True:
         chunk = await reader.read(DATA_CHUNK)
         if not chunk:  # aiosmtpd cancels us when the client leaves; in case it did not
@@ -236,10 +223,8 @@ async def receive_data(reader: asyncio.StreamReader, write: Callable[[bytes], No
         body = body.replace(b"\r\n.", b"\r\n")
         if skip:
             body, skip = body[skip:], max(skip - len(body), 0)
-        over = over or (limit is not None and written + len(body) > limit)
-        if body and not over:
+        if body and (limit is None or received - 2 <= limit):
             write(body)
-            written += len(body)
         if end >= 0:
             return received - 2  # the two bytes the mail was started with
 
@@ -324,7 +309,7 @@ class _Edge(SMTP):
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         handler: GatewayHandler = self.event_handler
-        sink = _Sink(handler.new_blob)
+        sink = _Sink(handler.new_blob())  # (no disk touched until past a MiB: BlobWriter)
         handed_over = False
         reader = self._reader
         # While DATA lasts the reader may hold a chunk: with aiosmtpd's limit for command lines
@@ -362,22 +347,8 @@ class EdgeSMTP(_Edge):
 
 
 class EdgeLMTP(_Edge, LMTP):
-    """The LMTP listener (RFC 2033): after DATA, one reply per accepted recipient. Our handler
-    writes those; aiosmtpd's own answers to DATA (the size limit) are one line, said here once
-    per recipient so that the MTA does not wait for the others."""
-
-    _data_reply_due = False
-
-    async def push(self, status: AnyStr) -> None:
-        if isinstance(status, str):
-            if self._data_reply_due:
-                self._data_reply_due = False
-                if self.envelope is not None and "\r\n" not in status:
-                    status = each_recipient(  # type: ignore[assignment]
-                        self, self.envelope, REPLIES.get(status, status))
-            elif status.startswith("354"):
-                self._data_reply_due = True
-        await super().push(status)
+    """The LMTP listener (RFC 2033): after DATA, one reply per accepted recipient (said by
+    ``_Edge.smtp_DATA`` and the handler, ``each_recipient``)."""
 
 
 async def start_server(

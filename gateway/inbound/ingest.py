@@ -20,7 +20,7 @@ from sqlmodel import Session, col
 
 from gateway.inbound import attachments, sender_auth
 from gateway.inbound.correlate import Clues, clues
-from gateway.inbound.parse import ParsedMail
+from gateway.inbound.parse import STREAM_FROM, ParsedMail
 from gateway.inbound.prepare import Prepared, PreparedFile, prepare, reply_text
 from gateway.inbound.rules import autoreply, bounce, flood, loop
 from gateway.links import ReplyAddresses
@@ -134,8 +134,11 @@ class Ingestor:
     def prepare(self, leased: inbound.Leased) -> Prepared:
         """Parse the mail and judge its sender (DNS lookups, outside any transaction). Raises
         DnsUnavailable when the verdict must wait (enforce): the mail is tried again later."""
-        # Its file, not its bytes: a large mail is read as it is parsed (never whole in memory).
-        return self.preparer.prepare(leased, self.blobs.path(leased.raw_key))
+        # A large mail by its file, read as it is parsed (never whole in memory); a small one
+        # read once, for the parser and the sender's authentication alike.
+        path = self.blobs.path(leased.raw_key)
+        return self.preparer.prepare(
+            leased, path if path.stat().st_size > STREAM_FROM else path.read_bytes())
 
     def apply(self, batch: list[tuple[int, Prepared | BaseException]]) -> list[Outcome]:
         """Write the outcomes of prepared mails in one transaction.

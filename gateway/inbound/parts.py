@@ -198,10 +198,12 @@ def _leaf(part: Message, parts: Parts, alternative: bool) -> None:
     if alternative and part.get_content_maintype() == "text" and not attached:
         return  # another rendering of the body (Apple Watch's text/watch-html, text/enriched)
     spilled: Spill | None = getattr(part, "spilled", None)
-    payload: bytes | Spill = (spilled if spilled is not None and not _is_tnef(kind, name)
-                              else _payload(part))
-    unpacked = tnef.unpack(payload) if isinstance(payload, bytes) and _is_tnef(kind, name) \
-        else None
+    unpacked = None
+    if _is_tnef(kind, name):  # read whole, to look inside
+        payload: bytes | Spill = _payload(part)
+        unpacked = tnef.unpack(payload)
+    else:
+        payload = spilled if spilled is not None else _payload(part)
     if unpacked is not None:  # winmail.dat stands for the files inside it
         for inner_name, data in unpacked:
             parts.files.append(ParsedAttachment(
