@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import ssl
 from collections import Counter
@@ -53,6 +54,10 @@ REPLIES = {
 StoreFunction = Callable[[BlobWriter, str, tuple[str, ...], str, str, str], Awaitable[int]]
 DATA_CHUNK = 64 * 1024  # bytes read from the client at a time during DATA
 _END_OF_DATA = b"\r\n.\r\n"  # RFC 5321 §4.1.1.4, the line end before the dot included
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"  # RFC 5322 atext
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+# ...and the blanks after it, which aiosmtpd's parser takes with the path (not a comment).
+_PLAIN_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*)>[ \t]*(?![ \t(])")
 
 
 class GatewayHandler:
@@ -274,6 +279,20 @@ class _Edge(SMTP):
             return
         self._reset_timeout()  # idle means silent, not slow
         super().data_received(data)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """The path of MAIL or RCPT and what follows it, as aiosmtpd reads it, with the usual
+        "<local@domain>" (RFC 5321 dot-atoms) read by one regular expression: aiosmtpd builds a
+        typing class and runs the stdlib's header parser for each path, a third of a
+        millisecond a mail. Any other path (quoted, with a source route, an address literal,
+        without angle brackets) is left to aiosmtpd."""
+        plain = _PLAIN_PATH.match(arg)
+        if plain is None:
+            return super()._getaddr(arg)
+        address = plain.group(1)
+        if self.local_part_limit and address.index("@") > self.local_part_limit:
+            return None, None
+        return address, arg[plain.end():]
 
     async def _call_handler_hook(self, command: str, *args: Any) -> Any:
         self._waiting_on_us = True  # storing a mail: the client is waiting, not idle
