@@ -340,6 +340,41 @@ def test_a_calendar_or_plan_change_moves_the_due_times_of_open_tickets_only(part
     assert result.exit_code != 0 and "no SLA plan 'nope'" in result.output
 
 
+def test_working_clocks_out_keeps_no_write_lock_and_a_changed_ticket_waits(parts, monkeypatch):
+    # While serve works out a batch of clocks, other writers go on (on SQLite, an accepted
+    # mail's commit would wait for the whole batch); a ticket that changed in the meantime is
+    # not stored with clocks of its old version, but worked out again at the next look.
+    from sqlmodel import Session, select, update
+
+    from gateway import sla_clocks
+    from storage.db import transaction
+    from storage.models import SlaClock, Ticket
+    from tests.test_accounts import ingest
+
+    number = ingest(parts, "outlook-new-request-es.eml").ticket
+    work_out = sla_clocks.work_out
+
+    def meanwhile(session, tickets, plans, now):  # type: ignore[no-untyped-def]
+        worked = work_out(session, tickets, plans, now)
+        # Another writer, with a short wait for the lock: it would fail if one were held.
+        with transaction(parts.engine, lock_wait=0.5) as other:
+            other.exec(update(Ticket).where(Ticket.number == number)
+                       .values(version=Ticket.version + 1))
+        return worked
+
+    monkeypatch.setattr(sla_clocks, "work_out", meanwhile)
+    assert sla_clocks.refresh_changed(parts.engine) == 1
+    with Session(parts.engine) as session:
+        assert session.exec(select(SlaClock)).all() == []
+    monkeypatch.setattr(sla_clocks, "work_out", work_out)
+    assert sla_clocks.refresh_changed(parts.engine) == 1
+    with Session(parts.engine) as session:
+        version = session.exec(select(Ticket.version).where(Ticket.number == number)).one()
+        stored = session.exec(select(SlaClock)).all()
+    assert stored and {clock.ticket_version for clock in stored} == {version}
+    assert sla_clocks.refresh_changed(parts.engine) == 0
+
+
 def test_the_customer_sees_the_contractual_targets_only_in_their_language(parts, settings):
     from gateway.sla_clocks import refresh_changed
     from tests.test_accounts import ingest
