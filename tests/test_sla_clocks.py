@@ -342,36 +342,48 @@ def test_a_calendar_or_plan_change_moves_the_due_times_of_open_tickets_only(part
 
 def test_working_clocks_out_keeps_no_write_lock_and_a_changed_ticket_waits(parts, monkeypatch):
     # While serve works out a batch of clocks, other writers go on (on SQLite, an accepted
-    # mail's commit would wait for the whole batch); a ticket that changed in the meantime is
-    # not stored with clocks of its old version, but worked out again at the next look.
+    # mail's commit would wait for the whole batch); the batch is stored a few tickets per
+    # transaction; a ticket that changed in the meantime is not stored with clocks of its old
+    # version, but worked out again at the next look.
     from sqlmodel import Session, select, update
 
     from gateway import sla_clocks
     from storage.db import transaction
     from storage.models import SlaClock, Ticket
     from tests.test_accounts import ingest
+    from tests.test_api import _fresh
 
-    number = ingest(parts, "outlook-new-request-es.eml").ticket
+    changed = ingest(parts, "outlook-new-request-es.eml").ticket
+    other = ingest(parts, "outlook-new-request-es.eml",
+                   raw=_fresh("outlook-new-request-es.eml", 1)).ticket
     work_out = sla_clocks.work_out
 
     def meanwhile(session, tickets, plans, now):  # type: ignore[no-untyped-def]
         worked = work_out(session, tickets, plans, now)
         # Another writer, with a short wait for the lock: it would fail if one were held.
-        with transaction(parts.engine, lock_wait=0.5) as other:
-            other.exec(update(Ticket).where(Ticket.number == number)
-                       .values(version=Ticket.version + 1))
+        with transaction(parts.engine, lock_wait=0.5) as writer:
+            writer.exec(update(Ticket).where(Ticket.number == changed)
+                        .values(version=Ticket.version + 1))
         return worked
 
+    def clocks_of() -> dict[int, set[int]]:
+        with Session(parts.engine) as session:
+            found: dict[int, set[int]] = {}
+            for number, version in session.exec(
+                    select(Ticket.number, SlaClock.ticket_version)
+                    .join(Ticket, Ticket.id == SlaClock.ticket_id)):
+                found.setdefault(number, set()).add(version)
+            return found
+
+    monkeypatch.setattr(sla_clocks, "STORED_AT_ONCE", 1)
     monkeypatch.setattr(sla_clocks, "work_out", meanwhile)
-    assert sla_clocks.refresh_changed(parts.engine) == 1
-    with Session(parts.engine) as session:
-        assert session.exec(select(SlaClock)).all() == []
+    assert sla_clocks.refresh_changed(parts.engine) == 2
+    assert set(clocks_of()) == {other}
     monkeypatch.setattr(sla_clocks, "work_out", work_out)
     assert sla_clocks.refresh_changed(parts.engine) == 1
     with Session(parts.engine) as session:
-        version = session.exec(select(Ticket.version).where(Ticket.number == number)).one()
-        stored = session.exec(select(SlaClock)).all()
-    assert stored and {clock.ticket_version for clock in stored} == {version}
+        version = session.exec(select(Ticket.version).where(Ticket.number == changed)).one()
+    assert clocks_of()[changed] == {version}
     assert sla_clocks.refresh_changed(parts.engine) == 0
 
 
