@@ -106,6 +106,7 @@ def run_sender(settings: Settings, signals: Signals, slot: int, sender_id: str,
         pause = Pause()
         while not signals.stop.value and os.getppid() == parent_pid:
             seen = signals.applied.value
+            started = time.monotonic()
             try:
                 sent = await sender.deliver_due()
             except Exception as exc:
@@ -118,6 +119,11 @@ def run_sender(settings: Settings, signals: Signals, slot: int, sender_id: str,
             if not sent:
                 await asyncio.to_thread(wait_for_change, signals.applied, seen,
                                         settings.worker_poll_seconds)
+            elif (rest := started + SENDER_GATHER - time.monotonic()) > 0:
+                # Mail is coming in: let the next round's notifications gather, so that they
+                # are claimed and recorded in a few transactions rather than a few each (on
+                # SQLite every one takes the write lock accepted mail waits for).
+                await asyncio.sleep(rest)
 
     asyncio.run(loop())
     engine.dispose()
@@ -174,6 +180,9 @@ def _put_back(ingestor: Any, worker_id: str) -> None:
         inbound.release(ingestor.engine, worker_id, died=False)
     except Exception as exc:  # the database is still away: the leases run out instead
         log.debug("could not put back the leases of %s: %s", worker_id, describe(exc))
+
+
+SENDER_GATHER = 0.25  # seconds: at most one round of deliveries this often while mail comes in
 
 
 class Pause:

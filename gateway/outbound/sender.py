@@ -38,6 +38,7 @@ from storage.queues import new_holder
 log = logging.getLogger("gateway.sender")
 
 PARALLEL_SENDS = 4  # relay connections at once
+CLAIMED_AT_ONCE = 50  # notifications claimed per round (one transaction)
 BASE_DELAY = timedelta(seconds=30)
 MAX_DELAY = timedelta(hours=1)
 
@@ -103,7 +104,7 @@ class Sender:
         that end at that moment: one commit), so a crash can repeat at most the mails whose
         acceptance was not yet written; the claims are renewed while the batch is at work."""
         rows = await asyncio.to_thread(outbox.claim_due, self.engine, self.sender_id,
-                                       now=self.clock())
+                                       CLAIMED_AT_ONCE, now=self.clock())
         if not rows:
             return 0
         lanes = asyncio.Semaphore(PARALLEL_SENDS)
