@@ -46,6 +46,16 @@ def contact_by_email(session: Session, email: str) -> Contact | None:
     return session.exec(_CONTACT_BY_EMAIL, params={"email": email.strip().lower()}).first()
 
 
+def contacts_by_email(session: Session, emails: Sequence[str]) -> dict[str, Contact | None]:
+    """Each address (in lower case, as contacts are kept) and its contact, or None."""
+    wanted = {email.strip().lower() for email in emails}
+    found: dict[str, Contact | None] = dict.fromkeys(wanted)
+    if wanted:
+        for contact in session.exec(select(Contact).where(col(Contact.email).in_(wanted))):
+            found[contact.email] = contact
+    return found
+
+
 def managers_of(session: Session, organization_id: int) -> list[Contact]:
     """The active, verified managers of an organization: who verifies senders and gets the
     set-password links."""
@@ -129,6 +139,18 @@ def messages_from_since(session: Session, address: str, since: datetime) -> int:
         _MESSAGES_FROM_SINCE, {"address": address, "since": since}).scalar_one())
     return written + sum(1 for item in session.new if isinstance(item, Message)
                          and item.from_address == address and item.created_at >= since)
+
+
+def messages_from_each_since(session: Session, addresses: Sequence[str],
+                             since: datetime) -> dict[str, int]:
+    """messages_from_since for several senders at once (messages written so far)."""
+    found = dict.fromkeys(addresses, 0)
+    if addresses:
+        found.update(session.connection().execute(
+            select(Message.from_address, func.count()).where(
+                col(Message.from_address).in_(list(addresses)),
+                col(Message.created_at) >= since).group_by(Message.from_address)).all())
+    return found
 
 
 def notifications_by_message_ids(

@@ -4,6 +4,7 @@ and a mail that raises costs only itself."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import mailbox
@@ -109,6 +110,51 @@ def test_a_mail_that_raises_is_kept_failed_and_the_rest_of_its_batch_is_written(
             ("done", "created"), ("failed", "failed"), ("done", "created")]
         assert sorted(session.exec(select(Ticket.number)).all()) == [1001, 1002]
         assert len(session.exec(select(Message)).all()) == 2
+
+
+def test_the_flood_limit_counts_earlier_mails_of_the_same_batch_and_of_earlier_batches(
+        settings, directory):
+    # A batch reads its senders' contacts and their recent mails once for all its mails: the
+    # mails of the batch itself still count, each as it is stored.
+    from gateway.service import build
+    from tests.test_api import _fresh
+
+    parts = build(dataclasses.replace(settings, flood_limit=3, flood_window_minutes=60),
+                  directory)
+    maria = [(f"maria{n}", _fresh("outlook-new-request-es.eml", n)) for n in range(5)]
+    other = ("jose", load_mail("outlook-new-request-logo-es.eml"))
+    results = [r for _label, r in batch.ingest(parts.ingestor, [*maria[:4], other, maria[4]])]
+    assert [r["outcome"] for r in results] == [
+        "created", "created", "created", "rejected", "created", "rejected"]
+    assert results[3]["reason"] == "flood: 3 mails from this sender in 60 min"
+    (_label, later), = batch.ingest(parts.ingestor, [("later", _fresh(
+        "outlook-new-request-es.eml", 9))])
+    assert (later["outcome"], later["reason"]) == (
+        "rejected", "flood: 3 mails from this sender in 60 min")
+
+
+def test_a_new_sender_twice_in_one_batch_is_one_pending_contact(parts, monkeypatch):
+    # The second mail finds the contact the first one made (the batch is written in one go,
+    # not again mail by mail after a clash on the contact's address).
+    from storage.models import Contact
+
+    tries: list[bool] = []
+    apply = ingest_module.Ingestor._apply
+
+    def counted(ingestor, batch_, careful):  # type: ignore[no-untyped-def]
+        tries.append(careful)
+        return apply(ingestor, batch_, careful)
+
+    monkeypatch.setattr(ingest_module.Ingestor, "_apply", counted)
+    results = [r for _label, r in batch.ingest(parts.ingestor, [
+        ("first", load_mail("foxmail-gb2312-zh.eml")),
+        ("second", load_mail("dmail-raw-gbk-headers-zh.eml"))])]
+    assert [r["outcome"] for r in results] == ["held", "held"]
+    assert tries == [False]
+    with Session(parts.engine) as session:
+        found = session.exec(select(Contact).where(
+            Contact.email == "zhang.wei@ferreteria-lopez.es")).all()
+    assert [c.state for c in found] == ["pending"]
 
 
 def test_a_temporary_error_leaves_the_mail_queued_for_serve(parts, monkeypatch):
