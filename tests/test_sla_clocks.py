@@ -385,6 +385,16 @@ def test_working_clocks_out_keeps_no_write_lock_and_a_changed_ticket_waits(parts
         version = session.exec(select(Ticket.version).where(Ticket.number == changed)).one()
     assert clocks_of()[changed] == {version}
     assert sla_clocks.refresh_changed(parts.engine) == 0
+    # Changed again: its stored clocks are updated in place (one per target, the new version).
+    with transaction(parts.engine) as writer:
+        writer.exec(update(Ticket).where(Ticket.number == changed)
+                    .values(version=Ticket.version + 1))
+    with Session(parts.engine) as session:
+        before = len(session.exec(select(SlaClock)).all())
+    assert sla_clocks.refresh_changed(parts.engine) == 1
+    with Session(parts.engine) as session:
+        assert len(session.exec(select(SlaClock)).all()) == before
+    assert clocks_of()[changed] == {version + 1}
 
 
 def test_the_customer_sees_the_contractual_targets_only_in_their_language(parts, settings):
