@@ -179,8 +179,7 @@ class Service:
         await self._start_workers()
         self._tasks = [TaskPart("housekeeping", self._housekeeping_loop),
                        TaskPart("ratings", self._ratings_loop),
-                       TaskPart("webhooks", self._webhooks_loop),
-                       TaskPart("sla", self._sla_loop)]
+                       TaskPart("webhooks", self._webhooks_loop)]
         # One thread per IMAP mailbox; a stored mail wakes the ingest workers as SMTP does.
         self._imap = [
             ImapPoller(mailbox, parts.engine, parts.blobs, poll_seconds=settings.imap_poll_seconds,
@@ -303,26 +302,6 @@ class Service:
                                       WEBHOOKS_EVERY)
                 await asyncio.sleep(WEBHOOKS_EVERY)
 
-    async def _sla_loop(self) -> None:
-        """Every SLA_EVERY: the SLA clocks of tickets that changed, and those whose next
-        warning or due time has come, are worked out again and stored (gateway.sla_clocks);
-        batch after batch while there are more (after a calendar change, say)."""
-        from gateway.sla_clocks import refresh_changed  # (holidays: for serve only)
-
-        while True:
-            try:
-                while await asyncio.to_thread(refresh_changed, self.parts.engine,
-                                              limit=SLA_BATCH,
-                                              workflow=self.parts.workflow) == SLA_BATCH:
-                    pass
-            except Exception as exc:
-                if is_unavailable(exc):
-                    log.info("SLA clocks wait: %s", describe(exc))
-                else:
-                    log.exception("SLA clocks could not be worked out; tried again in %s s",
-                                  SLA_EVERY)
-            await asyncio.sleep(SLA_EVERY)
-
     def housekeeping(self) -> None:
         parts = self.parts
         reminded = queue_reminders(parts.engine, parts.workflow, parts.rating_links,
@@ -359,8 +338,6 @@ STUCK_AFTER = timedelta(hours=1)
 SESSIONS_KEPT = timedelta(days=1)  # ended or expired sessions are deleted after this
 RATINGS_EVERY = 15.0  # seconds between looks at provisional ratings
 WEBHOOKS_EVERY = 1.0  # seconds between looks for webhook events to deliver
-SLA_EVERY = 5.0  # seconds between looks for tickets whose SLA clocks must be worked out
-SLA_BATCH = 500  # tickets worked out per transaction
 
 
 def smtp_hostname(settings: Settings) -> str:

@@ -2,12 +2,12 @@
 as its clocks see it, and the clocks stored (``sla_clock``) for lists, the API and warnings.
 
 Clocks are worked out from the history, so storing them is a cache kept in step by
-``refresh_changed`` (serve runs it every few seconds): a ticket whose version moved since its
-clocks were stored is worked out again, and so is a running clock when it reaches its
-``recheck_at``, the next moment it has something to say without any change to the ticket (a
-warning share of its target used, its due time): warnings come on time and idle tickets cost
-nothing. A change of calendar, plan or an organization's plan sets ``recheck_at`` of the open
-tickets concerned to now, so their due times follow.
+``refresh_changed`` (serve's sender process runs it every few seconds): a ticket whose version
+moved since its clocks were stored is worked out again, and so is a running clock when it
+reaches its ``recheck_at``, the next moment it has something to say without any change to the
+ticket (a warning share of its target used, its due time): warnings come on time and idle
+tickets cost nothing. A change of calendar, plan or an organization's plan sets
+``recheck_at`` of the open tickets concerned to now, so their due times follow.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ or when the process that started it is gone; if it dies, its supervisor puts bac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -25,7 +26,7 @@ from typing import Any
 from gateway import logs
 from gateway.settings import Settings
 from storage import inbound
-from storage.faults import describe, is_temporary
+from storage.faults import describe, is_temporary, is_unavailable
 from storage.queues import new_holder
 
 log = logging.getLogger("gateway.worker")
@@ -34,6 +35,8 @@ Counter = Any  # a multiprocessing RawValue("Q"): shared memory, no lock
 
 BATCH = 8  # small on SQLite: its one write lock is held only briefly (SMTP clients wait on it)
 BATCH_POSTGRESQL = 32  # larger where writers do not queue: fewer leases and commits a mail
+SLA_EVERY = 5.0  # seconds between looks for tickets whose SLA clocks must be worked out
+SLA_BATCH = 500  # tickets worked out per transaction
 OUTAGE_PAUSE = (0.5, 10.0)  # seconds between attempts while the database is away: first, most
 
 
@@ -92,7 +95,9 @@ def run_ingest(settings: Settings, signals: Signals, slot: int, worker_id: str,
 def run_sender(settings: Settings, signals: Signals, slot: int, sender_id: str,
                parent_pid: int, log_level: int) -> None:
     """The body of the outbox sender process: deliver what is due, woken when an ingest worker
-    applied mail, else every poll. It builds only the outbound side."""
+    applied mail, else every poll. It builds only the outbound side, and keeps the SLA clocks
+    (``sla_clocks``): CPU work that would otherwise share the SMTP process's interpreter with
+    its event loop."""
     _begin(log_level, settings.log_format)
     from gateway.outbound.sender import sender_from_settings
     from storage.db import make_engine
@@ -101,6 +106,15 @@ def run_sender(settings: Settings, signals: Signals, slot: int, sender_id: str,
     sender = sender_from_settings(settings, engine)
     sender.sender_id = sender_id
     signals.ready[slot] = 1
+
+    async def both() -> None:
+        clocks = asyncio.create_task(sla_clocks(settings, engine), name="SLA clocks")
+        try:
+            await loop()
+        finally:
+            clocks.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await clocks
 
     async def loop() -> None:
         pause = Pause()
@@ -125,8 +139,30 @@ def run_sender(settings: Settings, signals: Signals, slot: int, sender_id: str,
                 # SQLite every one takes the write lock accepted mail waits for).
                 await asyncio.sleep(rest)
 
-    asyncio.run(loop())
+    asyncio.run(both())
     engine.dispose()
+
+
+async def sla_clocks(settings: Settings, engine: Any) -> None:
+    """Every SLA_EVERY: the SLA clocks of tickets that changed, and those whose next warning
+    or due time has come, are worked out again and stored (gateway.sla_clocks); batch after
+    batch while there are more (after a calendar change, say)."""
+    from gateway.sla_clocks import refresh_changed  # (holidays: for serve only)
+    from gateway.workflow import Workflow
+
+    workflow = Workflow.from_settings(settings)  # the team's warnings go out as mail
+    while True:
+        try:
+            while await asyncio.to_thread(refresh_changed, engine, limit=SLA_BATCH,
+                                          workflow=workflow) == SLA_BATCH:
+                pass
+        except Exception as exc:
+            if is_unavailable(exc):
+                log.info("SLA clocks wait: %s", describe(exc))
+            else:
+                log.exception("SLA clocks could not be worked out; tried again in %s s",
+                              SLA_EVERY)
+        await asyncio.sleep(SLA_EVERY)
 
 
 def run_web(settings: Settings, signals: Signals, slot: int, holder: str, parent_pid: int,
