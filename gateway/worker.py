@@ -99,7 +99,7 @@ def run_sender(settings: Settings, signals: Signals, slot: int, sender_id: str,
     (``sla_clocks``): CPU work that would otherwise share the SMTP process's interpreter with
     its event loop."""
     _begin(log_level, settings.log_format)
-    from gateway.outbound.sender import sender_from_settings
+    from gateway.outbound.sender import CLAIMED_AT_ONCE, sender_from_settings
     from storage.db import make_engine
 
     engine = make_engine(settings.database_url)
@@ -133,10 +133,12 @@ def run_sender(settings: Settings, signals: Signals, slot: int, sender_id: str,
             if not sent:
                 await asyncio.to_thread(wait_for_change, signals.applied, seen,
                                         settings.worker_poll_seconds)
-            elif (rest := started + SENDER_GATHER - time.monotonic()) > 0:
-                # Mail is coming in: let the next round's notifications gather, so that they
-                # are claimed and recorded in a few transactions rather than a few each (on
-                # SQLite every one takes the write lock accepted mail waits for).
+            elif (sent < CLAIMED_AT_ONCE
+                  and (rest := started + SENDER_GATHER - time.monotonic()) > 0):
+                # Caught up while mail comes in: let the next round's notifications gather, so
+                # that they are claimed and recorded in a few transactions rather than a few
+                # each (on SQLite every one takes the write lock accepted mail waits for). A
+                # backlog (a full round) is sent on at once.
                 await asyncio.sleep(rest)
 
     asyncio.run(both())
