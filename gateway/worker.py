@@ -149,7 +149,7 @@ async def sla_clocks(settings: Settings, engine: Any) -> None:
     """Every SLA_EVERY: the SLA clocks of tickets that changed, and those whose next warning
     or due time has come, are worked out again and stored (gateway.sla_clocks); batch after
     batch while there are more (after a calendar change, say)."""
-    from gateway.sla_clocks import refresh_changed  # (holidays: for serve only)
+    from gateway.sla_clocks import refresh_changed  # (holidays: for the sender only)
     from gateway.workflow import Workflow
 
     workflow = Workflow.from_settings(settings)  # the team's warnings go out as mail

@@ -377,16 +377,21 @@ def test_mail_with_parameters_is_accepted_and_stored_under_its_sender(gateway):
     assert [row.mail_from for row in queued(gateway)] == [MARIA]
 
 
+def start_data(sock: socket.socket, replies) -> None:  # type: ignore[no-untyped-def]
+    """EHLO, MAIL, RCPT and DATA, each reply read to its last line: the mail comes next."""
+    for line in (b"EHLO client.example\r\n", b"MAIL FROM:<%s>\r\n" % MARIA.encode(),
+                 b"RCPT TO:<soporte@example.com>\r\n", b"DATA\r\n"):
+        sock.sendall(line)
+        while replies.readline()[3:4] == b"-":
+            pass
+
+
 def test_an_empty_mail_is_accepted_and_kept_as_failed(gateway):
     # DATA with nothing before the final dot: accepted (250) and queued like any other mail,
     # then kept as failed ("empty message") for the team to see, not answered 451 for ever.
     sock, _code, _text = greeting(gateway.smtp_port)
     with sock, sock.makefile("rb") as replies:
-        for line in (b"EHLO client.example\r\n", b"MAIL FROM:<%s>\r\n" % MARIA.encode(),
-                     b"RCPT TO:<soporte@example.com>\r\n", b"DATA\r\n"):
-            sock.sendall(line)
-            while replies.readline()[3:4] == b"-":
-                pass
+        start_data(sock, replies)
         sock.sendall(b".\r\n")
         assert replies.readline()[:3] == b"250"
     (row,) = queued(gateway)
@@ -404,11 +409,7 @@ def test_a_client_that_leaves_during_data_leaves_nothing_behind(gateway):
     # Half a mail, then the connection drops: nothing queued, no partial file kept.
     sock, _code, _text = greeting(gateway.smtp_port)
     with sock, sock.makefile("rb") as replies:
-        for line in (b"EHLO client.example\r\n", b"MAIL FROM:<%s>\r\n" % MARIA.encode(),
-                     b"RCPT TO:<soporte@example.com>\r\n", b"DATA\r\n"):
-            sock.sendall(line)
-            while replies.readline()[3:4] == b"-":
-                pass
+        start_data(sock, replies)
         # Past what a blob keeps in memory: the start of the mail is in a file by now.
         sock.sendall(dotted_mail(30_000)[:MEMORY_MAX + 200_000])
         incoming = Path(gateway.settings.storage_dir) / INCOMING
