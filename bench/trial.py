@@ -36,6 +36,7 @@ from sqlmodel import Session, col, func, select
 from bench import memory
 from bench.clients import SendResult, send_all
 from bench.mix import Mix, load_mix, register_directory
+from gateway.collector import settled
 from gateway.service import Service
 from gateway.settings import Settings
 from storage.db import make_engine
@@ -59,6 +60,7 @@ class GatewayThread:
     def start(self) -> int:
         self.thread.start()
         asyncio.run_coroutine_threadsafe(self.service.start(), self.loop).result(60)
+        settled()  # as `helpdesk serve` does once started
         return self.service.smtp_port
 
     def stop(self) -> None:

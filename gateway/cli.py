@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from gateway import logs, team, webhooks
+from gateway.collector import settled_while
 from gateway.contacts import TYPES as CONTACT_TYPES
 from gateway.inbound import batch
 from gateway.links import PasswordLinks
@@ -179,13 +180,14 @@ def ingest(ctx: click.Context, files: tuple[Path, ...], as_json: bool, database_
     settings = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
     upgrade(settings.database_url)
     parts = _parts(ctx, settings)
-    for label, result in batch.ingest(parts.ingestor, _messages(files)):
-        if as_json:
-            click.echo(json.dumps({"file": label, **result}, ensure_ascii=False))
-        else:
-            click.echo(f"{label}: {result['outcome']}"
-                       + (f" #{result['ticket']}" if result.get("ticket") else "")
-                       + (f" ({result.get('reason')})" if result.get("reason") else ""))
+    with settled_while():  # (and the pool's processes, forked, start settled)
+        for label, result in batch.ingest(parts.ingestor, _messages(files)):
+            if as_json:
+                click.echo(json.dumps({"file": label, **result}, ensure_ascii=False))
+            else:
+                click.echo(f"{label}: {result['outcome']}"
+                           + (f" #{result['ticket']}" if result.get("ticket") else "")
+                           + (f" ({result.get('reason')})" if result.get("reason") else ""))
 
 
 def _messages(files: tuple[Path, ...]) -> Iterator[tuple[str, Path | bytes]]:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
+from gateway.collector import settled
 from gateway.group_commit import GroupCommit
 from gateway.inbound.ingest import Ingestor, Policy
 from gateway.inbound.sender_auth import use_dns_servers
@@ -347,6 +348,7 @@ def smtp_hostname(settings: Settings) -> str:
 async def run_forever(settings: Settings, banner: str = "") -> None:
     service = Service(settings)
     await service.start()
+    settled()
     mail = f"relay {settings.relay_host}" if settings.relay_host else settings.outbox_dir
     lmtp = f"  LMTP  {settings.lmtp_host}:{service.lmtp_port}\n" if service.lmtp_port else ""
     print(

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import logs
+from gateway.collector import settled
 from gateway.settings import Settings
 from storage import inbound
 from storage.faults import describe, is_temporary, is_unavailable
@@ -57,6 +58,7 @@ def run_ingest(settings: Settings, signals: Signals, slot: int, worker_id: str,
     parts = build(settings)
     ingestor = parts.ingestor
     ingestor.worker_id = worker_id
+    settled()
     signals.ready[slot] = 1
     size = BATCH if parts.engine.dialect.name == "sqlite" else BATCH_POSTGRESQL
     pause = Pause()
@@ -105,6 +107,7 @@ def run_sender(settings: Settings, signals: Signals, slot: int, sender_id: str,
     engine = make_engine(settings.database_url)
     sender = sender_from_settings(settings, engine)
     sender.sender_id = sender_id
+    settled()
     signals.ready[slot] = 1
 
     async def both() -> None:

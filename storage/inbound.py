@@ -110,31 +110,38 @@ def lease(
         and_(col(InboundMessage.state) == "processing",
              col(InboundMessage.claimed_at) < now - stale),
     )
-    query = select(InboundMessage).where(takeable)
+    m = InboundMessage
+    # Plain rows and one UPDATE for the batch: the write lock (SQLite's, held from the start
+    # of the transaction) is held for two statements, not for an ORM object per mail.
+    query = select(m.id, m.attempts, m.raw_key, m.channel, m.source, m.mail_from,  # type: ignore[call-overload]
+                   m.helo, m.released_by).where(takeable)
     if inbound_id is not None:
-        query = query.where(InboundMessage.id == inbound_id)
-    query = query.order_by(col(InboundMessage.id)).limit(limit)
+        query = query.where(m.id == inbound_id)
+    query = query.order_by(col(m.id)).limit(limit)
     if supports_skip_locked(engine):
         query = query.with_for_update(skip_locked=True)
-    leased = []
+    leased: list[Leased] = []
+    given_up: list[tuple[int, int]] = []
     with transaction(engine) as session:
-        for row in session.exec(query).all():
-            assert row.id is not None
+        for row in session.connection().execute(query):
             if row.attempts >= MAX_ATTEMPTS:
-                row.state, row.outcome = "failed", "failed"
-                row.error = f"gave up after {row.attempts} attempts (the worker kept dying)"
-                row.processed_at = now
-                session.add(row)
+                given_up.append((row.id, row.attempts))
                 continue
             if row.attempts and leased:
                 break  # a suspect: taken alone by the next lease
-            row.state, row.claimed_by, row.claimed_at = "processing", worker, now
-            row.attempts += 1
-            session.add(row)
             leased.append(Leased(row.id, row.raw_key, row.channel, row.source, row.mail_from,
                                  row.helo, row.released_by is not None))
-            if row.attempts > 1:
+            if row.attempts:
                 break
+        for row_id, attempts in given_up:
+            session.connection().execute(update(m).where(col(m.id) == row_id).values(
+                state="failed", outcome="failed", processed_at=now,
+                error=f"gave up after {attempts} attempts (the worker kept dying)"))
+        if leased:
+            session.connection().execute(
+                update(m).where(col(m.id).in_([mail.id for mail in leased])).values(
+                    state="processing", claimed_by=worker, claimed_at=now,
+                    attempts=m.attempts + 1))
     return leased
 
 

@@ -38,13 +38,18 @@ def claim_due(engine: Engine, sender: str, limit: int = 20,
         if supports_skip_locked(engine):
             query = query.with_for_update(skip_locked=True)
         rows = list(session.exec(query).all())
-        for row in rows:
-            row.state = "sending"
-            row.claimed_at = now
-            row.claimed_by = sender
-            row.attempts += 1
-            session.add(row)
-        return rows
+        if not rows:
+            return rows
+        # One UPDATE for all (SQLite's write lock is held meanwhile), the objects told after.
+        session.connection().execute(
+            update(Notification).where(col(Notification.id).in_([row.id for row in rows]))
+            .values(state="sending", claimed_at=now, claimed_by=sender,
+                    attempts=Notification.attempts + 1))
+        session.expunge_all()
+    for row in rows:
+        row.state, row.claimed_at, row.claimed_by = "sending", now, sender
+        row.attempts += 1
+    return rows
 
 
 def renew(engine: Engine, sender: str, ids: list[int], now: datetime | None = None) -> None:

@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 
 from gateway.cli import main
 from gateway.service import build, report_stuck
-from storage import inbound
+from storage import inbound, outbox
 from storage.models import Notification, utcnow
 from tests.conftest import deliver, free_port, load_mail, parse_mail, wait_for
 
@@ -312,3 +312,25 @@ def test_housekeeping_warns_of_mail_stuck_on_temporary_failures(relayed, smtp_si
     report_stuck(relayed.engine, settings)
     assert "1 notification(s) undelivered after temporary errors for over 1:00:00" in caplog.text
     assert "451" in caplog.text and "helpdesk outbox status" in caplog.text
+
+
+def test_a_claim_marks_the_oldest_due_and_a_stale_claim_is_taken_again(parts):
+    first = queue_received(parts, "outlook-new-request-es.eml")
+    second = queue_received(parts, "thunderbird-exe-and-pdf-en.eml", nth=1)
+    now = utcnow()
+    claimed = outbox.claim_due(parts.engine, "sender-a", 1, now=now)
+    assert [(n.id, n.state, n.claimed_by, n.attempts) for n in claimed] == [
+        (first.id, "sending", "sender-a", 1)]
+    stored = reload(parts, first.id)
+    assert (stored.state, stored.claimed_by, stored.attempts) == ("sending", "sender-a", 1)
+    assert abs(stored.claimed_at.replace(tzinfo=None) - now.replace(tzinfo=None)) < timedelta(
+        seconds=1)
+    # The claimed one is left alone while its claim holds; the other is due.
+    assert [n.id for n in outbox.claim_due(parts.engine, "sender-b", 5, now=now)] == [second.id]
+    assert outbox.claim_due(parts.engine, "sender-c", 5, now=now) == []
+    # sender-a died: once its claim is stale, another sender takes the mail, a second attempt.
+    later = now + outbox.STALE_CLAIM + timedelta(seconds=1)
+    again = outbox.claim_due(parts.engine, "sender-c", 5, now=later)
+    assert [(n.id, n.claimed_by, n.attempts) for n in again] == [
+        (first.id, "sender-c", 2), (second.id, "sender-c", 2)]
+    assert reload(parts, first.id).attempts == 2

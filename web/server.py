@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 from collections.abc import Callable, Iterator
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from gateway.channels.smtp_server import bind
+from gateway.collector import settled
 
 
 class _Server(uvicorn.Server):
@@ -39,10 +39,7 @@ async def serve(app: ASGIApp, host: str, port: int, *, on_started: Callable[[], 
                             proxy_headers=bool(trusted_proxies),
                             forwarded_allow_ips=list(trusted_proxies) or None)
     server = _Server(config)
-    # What start-up made (modules, templates, mappers) lives as long as the process: kept out
-    # of the collector's full passes, which would otherwise walk all of it during requests.
-    gc.collect()
-    gc.freeze()
+    settled()  # (full collector passes would otherwise walk start-up's objects in requests)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         await asyncio.sleep(0.01)
