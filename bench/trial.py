@@ -36,8 +36,7 @@ from sqlmodel import Session, col, func, select
 from bench import memory
 from bench.clients import SendResult, send_all
 from bench.mix import Mix, load_mix, register_directory
-from gateway.collector import settled
-from gateway.service import Service
+from gateway.service import Service, settle_serve_process
 from gateway.settings import Settings
 from storage.db import make_engine
 from storage.migrate import upgrade
@@ -60,7 +59,7 @@ class GatewayThread:
     def start(self) -> int:
         self.thread.start()
         asyncio.run_coroutine_threadsafe(self.service.start(), self.loop).result(60)
-        settled()  # as `helpdesk serve` does once started
+        settle_serve_process()  # as `helpdesk serve` does once started
         return self.service.smtp_port
 
     def stop(self) -> None:
