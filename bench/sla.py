@@ -24,7 +24,8 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import insert
+from sqlalchemy import distinct, func, insert
+from sqlmodel import Session, col, select
 
 from bench.databases import fresh_database
 from gateway.business_time import Calendar, Season, week
@@ -32,7 +33,7 @@ from gateway.sla_clocks import refresh_changed, save_calendar
 from storage.db import make_engine
 from storage.directory import add_contact, add_organization
 from storage.migrate import upgrade
-from storage.models import Ticket, utcnow
+from storage.models import SlaClock, Ticket, utcnow
 
 TARGETS = (60, 480, 2 * 600, 5 * 600)  # minutes
 
@@ -108,12 +109,19 @@ def through_the_database(kind: str, tickets: int, rng: random.Random) -> tuple[f
 
 
 def _rework(engine, tickets: int) -> float:  # noqa: ANN001
-    started, done = time.perf_counter(), 0
+    """Seconds until every ticket's clocks are worked out and stored, as serve's loop does. A
+    ticket may be worked out twice: one whose warning or due moment comes while the run lasts
+    (its next look is then due) is worked out again, rightly."""
+    since, started, done = utcnow(), time.perf_counter(), 0
     while (count := refresh_changed(engine, limit=500)) == 500:
         done += count
     done += count
-    assert done == tickets, f"{done} tickets worked out, expected {tickets}"
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    with Session(engine) as session:
+        fresh = session.exec(select(func.count(distinct(SlaClock.ticket_id)))
+                             .where(col(SlaClock.computed_at) >= since)).one()
+    assert fresh == tickets <= done, f"{fresh} tickets' clocks worked out, expected {tickets}"
+    return seconds
 
 
 if __name__ == "__main__":
