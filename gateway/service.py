@@ -118,7 +118,7 @@ class Service:
         self.workers: list[WorkerProcess] = []
         self._tasks: list[TaskPart] = []
         self._committer: GroupCommit[inbound.Arrival, int] = GroupCommit(
-            lambda arrivals: inbound.record(self.parts.engine, arrivals,
+            lambda arrivals: inbound.record(self.parts.engine, arrivals, urgent=True,
                                             lock_wait=settings.smtp_store_timeout),
             "accepted mails (their clients will send them again: recorded as duplicates)")
         self._smtp: asyncio.Server | None = None

@@ -35,6 +35,7 @@ from storage import faults
 
 _BEGIN_OPTION = "sqlite_begin"
 _WAIT_OPTION = "sqlite_lock_wait"
+_URGENT_OPTION = "sqlite_urgent"
 
 
 def normalize_url(url: str) -> str:
@@ -88,14 +89,29 @@ class WriteLock:
     file per connection (flock locks of two open files exclude each other, in one process or
     in two). Waiting looks again every half millisecond; after ``wait`` seconds the writer goes
     on to SQLite's own lock and busy timeout, as without this lock (which is only a faster
-    queue: SQLite's lock is still what keeps writers apart)."""
+    queue: SQLite's lock is still what keeps writers apart).
+
+    Urgent writers go first: one whose caller is waiting (an SMTP client for its 250) says so
+    on a second file beside it (a shared flock, held until its commit), and a writer that is
+    not urgent lets it through before it queues, for at most ``YIELD_SECONDS``: without that,
+    an ingest worker that commits a batch and at once leases the next takes the lock again
+    before the client's commit looks (a client waited behind two or three such transactions)."""
+
+    YIELD_SECONDS = 0.05
 
     def __init__(self, path: str) -> None:
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.intent_fd = os.open(f"{path}-urgent", os.O_RDWR | os.O_CREAT, 0o600)
         self.held = False
+        self.urgent = False
 
-    def take(self, wait: float) -> None:
+    def take(self, wait: float, urgent: bool = False) -> None:
         deadline = time.monotonic() + wait
+        if urgent:
+            fcntl.flock(self.intent_fd, fcntl.LOCK_SH)  # (waits only while a writer looks)
+            self.urgent = True
+        else:
+            self._let_urgent_through(min(deadline, time.monotonic() + self.YIELD_SECONDS))
         while True:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -107,14 +123,30 @@ class WriteLock:
             self.held = True
             return
 
+    def _let_urgent_through(self, until: float) -> None:
+        while True:
+            try:  # nobody holds it shared: no urgent writer is waiting or writing
+                fcntl.flock(self.intent_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= until:
+                    return
+                time.sleep(0.0005)
+                continue
+            fcntl.flock(self.intent_fd, fcntl.LOCK_UN)
+            return
+
     def release(self) -> None:
         if self.held:
             self.held = False
             fcntl.flock(self.fd, fcntl.LOCK_UN)
+        if self.urgent:
+            self.urgent = False
+            fcntl.flock(self.intent_fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         self.release()
         os.close(self.fd)
+        os.close(self.intent_fd)
 
 
 def _configure_sqlite(engine: Engine, lock_path: str | None) -> None:
@@ -166,7 +198,7 @@ def _configure_sqlite(engine: Engine, lock_path: str | None) -> None:
         mode = options.get(_BEGIN_OPTION, "DEFERRED")
         lock = info.get("write_lock")
         if mode == "IMMEDIATE" and lock is not None:
-            lock.take(wait_ms / 1000)
+            lock.take(wait_ms / 1000, urgent=bool(options.get(_URGENT_OPTION)))
         if mode is not None:
             try:
                 connection.exec_driver_sql(f"BEGIN {mode}")
@@ -177,17 +209,19 @@ def _configure_sqlite(engine: Engine, lock_path: str | None) -> None:
 
 
 @contextmanager
-def transaction(engine: Engine, *, write: bool = True,
-                lock_wait: float | None = None) -> Iterator[Session]:
+def transaction(engine: Engine, *, write: bool = True, lock_wait: float | None = None,
+                urgent: bool = False) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any exception.
 
     ``lock_wait``: give up (with a temporary error) after waiting this many seconds for a lock,
-    instead of the default minute."""
+    instead of the default minute. ``urgent``: somebody waits for this commit (an SMTP client):
+    on SQLite, writers that are not urgent let it go first (``WriteLock``)."""
     with Session(engine, expire_on_commit=False) as session:
         if engine.dialect.name == "sqlite":
             options: dict[str, object] = {}
             if write:
                 options[_BEGIN_OPTION] = "IMMEDIATE"
+                options[_URGENT_OPTION] = urgent
             if lock_wait is not None:
                 options[_WAIT_OPTION] = lock_wait
             if options:

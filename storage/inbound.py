@@ -64,11 +64,12 @@ def enqueue(
 
 
 def record(engine: Engine, arrivals: list[Arrival], lock_wait: float | None = None,
-           leased_by: str | None = None) -> list[int]:
+           leased_by: str | None = None, urgent: bool = False) -> list[int]:
     """Queue mails already in the blob store, all in one transaction (one commit, one fsync);
     ``lock_wait`` bounds the wait for the database's locks (a temporary error after it).
     ``leased_by``: queued already leased to this worker, which applies them next (as if it had
-    leased them: another worker takes them only once the lease runs out)."""
+    leased them: another worker takes them only once the lease runs out). ``urgent``: a client
+    waits for this commit (storage.db.transaction)."""
     lease = {} if leased_by is None else {
         "state": "processing", "claimed_by": leased_by, "claimed_at": utcnow(), "attempts": 1}
     rows = [
@@ -77,7 +78,7 @@ def record(engine: Engine, arrivals: list[Arrival], lock_wait: float | None = No
          "raw_key": a.key, "raw_sha256": a.key, "size": a.size, **lease}
         for a in arrivals
     ]
-    with transaction(engine, lock_wait=lock_wait) as session:
+    with transaction(engine, lock_wait=lock_wait, urgent=urgent) as session:
         # One multi-row INSERT (plain rows: the SMTP process records each group commit here).
         inserted = session.connection().execute(
             insert(InboundMessage).returning(InboundMessage.id, sort_by_parameter_order=True),

@@ -10,8 +10,9 @@ import threading
 import pytest
 from sqlalchemy import text
 
-from storage.db import make_engine, transaction
+from storage.db import WriteLock, make_engine, transaction
 from storage.migrate import upgrade
+from tests.conftest import wait_for
 
 
 @pytest.fixture
@@ -111,3 +112,63 @@ def test_a_writer_that_waited_too_long_goes_on_to_sqlites_own_lock(sqlite_engine
         done.set()
         holder.join(10)
     assert not locked(lock)
+
+
+def test_a_writer_somebody_waits_for_goes_before_one_that_queued_after_it(sqlite_engine,
+                                                                          monkeypatch):
+    # An ingest worker's next transaction arrives while an SMTP client's commit waits behind
+    # the one writing now: the client's goes first, the worker's after it.
+    monkeypatch.setattr(WriteLock, "YIELD_SECONDS", 10.0)  # (the order must not depend on speed)
+    engine, lock = sqlite_engine
+    order: list[str] = []
+    holding, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with transaction(engine) as session:
+            session.execute(text("SELECT 1"))
+            holding.set()
+            release.wait(10)
+            order.append("first commits")
+
+    def writer(name: str, urgent: bool) -> None:
+        with transaction(engine, urgent=urgent) as session:
+            session.execute(text("SELECT 1"))
+            order.append(name)
+
+    first = threading.Thread(target=holder)
+    first.start()
+    holding.wait(10)
+    client = threading.Thread(target=writer, args=("client's commit", True))
+    client.start()
+    wait_for(lambda: urgent_waiting(lock), timeout=10)
+    worker = threading.Thread(target=writer, args=("worker's batch", False))
+    worker.start()
+    threading.Event().wait(0.2)  # the worker queues meanwhile
+    release.set()
+    for thread in (first, client, worker):
+        thread.join(20)
+    assert order == ["first commits", "client's commit", "worker's batch"]
+    assert not locked(lock) and not urgent_waiting(lock)
+
+
+def test_a_writer_lets_urgent_ones_through_for_a_bounded_time_only(sqlite_engine, monkeypatch):
+    # An urgent writer that never gets on (stuck behind something else) does not stop the
+    # others for longer than YIELD_SECONDS.
+    monkeypatch.setattr(WriteLock, "YIELD_SECONDS", 0.2)
+    engine, lock = sqlite_engine
+    stuck = os.open(f"{lock}-urgent", os.O_RDWR)
+    fcntl.flock(stuck, fcntl.LOCK_SH)
+    try:
+        with transaction(engine) as session:
+            session.execute(text("INSERT INTO counter (name, value) VALUES ('probe', 1)"))
+        assert urgent_waiting(lock)  # still there: the transaction went on without it
+    finally:
+        os.close(stuck)
+    with transaction(engine, write=False) as session:
+        assert session.execute(text("SELECT value FROM counter WHERE name = 'probe'")).scalar() == 1
+
+
+def urgent_waiting(path) -> bool:
+    """Whether an urgent writer says it is waiting or writing (a shared lock on the file beside
+    the write lock's)."""
+    return locked(f"{path}-urgent")
