@@ -110,30 +110,11 @@ class WriteLock:
         if urgent:
             fcntl.flock(self.intent_fd, fcntl.LOCK_SH)  # (waits only while a writer looks)
             self.urgent = True
-        else:
-            self._let_urgent_through(min(deadline, time.monotonic() + self.YIELD_SECONDS))
-        while True:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    return
-                time.sleep(0.0005)
-                continue
-            self.held = True
-            return
-
-    def _let_urgent_through(self, until: float) -> None:
-        while True:
-            try:  # nobody holds it shared: no urgent writer is waiting or writing
-                fcntl.flock(self.intent_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if time.monotonic() >= until:
-                    return
-                time.sleep(0.0005)
-                continue
+        # Not urgent: first let urgent writers through (nobody holds the intent file shared
+        # once they are done), for a bounded time.
+        elif _exclusive(self.intent_fd, min(deadline, time.monotonic() + self.YIELD_SECONDS)):
             fcntl.flock(self.intent_fd, fcntl.LOCK_UN)
-            return
+        self.held = _exclusive(self.fd, deadline)
 
     def release(self) -> None:
         if self.held:
@@ -147,6 +128,20 @@ class WriteLock:
         self.release()
         os.close(self.fd)
         os.close(self.intent_fd)
+
+
+def _exclusive(fd: int, until: float) -> bool:
+    """Take an exclusive flock on ``fd``, looking again every half millisecond until ``until``
+    (time.monotonic); whether it was taken."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= until:
+                return False
+            time.sleep(0.0005)
+            continue
+        return True
 
 
 def _configure_sqlite(engine: Engine, lock_path: str | None) -> None:

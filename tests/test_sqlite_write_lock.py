@@ -161,7 +161,6 @@ def test_a_writer_lets_urgent_ones_through_for_a_bounded_time_only(sqlite_engine
     try:
         with transaction(engine) as session:
             session.execute(text("INSERT INTO counter (name, value) VALUES ('probe', 1)"))
-        assert urgent_waiting(lock)  # still there: the transaction went on without it
     finally:
         os.close(stuck)
     with transaction(engine, write=False) as session:
