@@ -262,6 +262,26 @@ def test_a_client_waiting_for_its_mail_to_be_stored_is_not_idle(edge, db_url):
     assert len(queued(gateway)) == 1
 
 
+def test_the_idle_limit_counts_from_our_reply_after_a_long_store(edge, db_url):
+    # HELPDESK_SMTP_IDLE_TIMEOUT=2; the store is held until 0.2 s before the limit would end
+    # counted from the client's last byte. After our 250 the client stays silent 1 s (half
+    # the limit) and is still served: its silence counts from our reply, not from its DATA
+    # (CI once got 421 to the QUIT that followed a held store's 250).
+    gateway = edge(smtp_idle_timeout=2.0)
+    with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=30) as client:
+        client.ehlo()
+        client.mail(MARIA)
+        client.rcpt("soporte@example.com")
+        with held(db_url, "LOCK TABLE inbound_message IN ACCESS EXCLUSIVE MODE"):
+            assert client.docmd("DATA")[0] == 354
+            client.send(wire_form(numbered(1)))
+            time.sleep(1.8)
+        assert client.getreply()[0] == 250
+        time.sleep(1.0)
+        assert client.noop()[0] == 250
+    assert len(queued(gateway)) == 1
+
+
 # --------------------------------------------------------------------------- DATA as it arrives
 
 

@@ -7,10 +7,11 @@ accepted mail is never lost and no client waits for an answer that does not come
 
 Around aiosmtpd's protocol (``EdgeSMTP``, and ``EdgeLMTP`` for an MTA in front, RFC 2033):
 STARTTLS (optionally required before MAIL), limits on connections at once (in all and per client
-address, 421 beyond them), an idle limit that any byte from the client resets (421 when it runs
-out), and DATA read in chunks straight to the blob store (``receive_data``) instead of line by
-line into memory: a 25 MB mail never sits whole in the SMTP process, and a mail with bare LF
-line ends (one "line" to an SMTP server) is kept as sent instead of refused "500 Line too long".
+address, 421 beyond them), an idle limit that any byte from the client and each of our answers
+resets (421 when it runs out), and DATA read in chunks straight to the blob store
+(``receive_data``) instead of line by line into memory: a 25 MB mail never sits whole in the
+SMTP process, and a mail with bare LF line ends (one "line" to an SMTP server) is kept as sent
+instead of refused "500 Line too long".
 """
 
 from __future__ import annotations
@@ -300,6 +301,7 @@ class _Edge(SMTP):
             return await super()._call_handler_hook(command, *args)
         finally:
             self._waiting_on_us = False
+            self._reset_timeout()  # its silence counts from our reply (RFC 5321 §4.5.3.2)
 
     def _timeout_cb(self) -> None:
         if self._waiting_on_us:  # our store has its own time limit (451 when it runs out)
