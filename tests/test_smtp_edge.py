@@ -560,3 +560,25 @@ def test_lmtp_trusts_the_mta_authentication_results(edge):
         return found if len(found) == 2 and all(o for o, _ in found) else None
 
     assert wait_for(outcomes) == [("created", True), ("quarantined", False)]
+
+
+def test_lmtp_answers_each_recipient_when_taking_the_mail_fails(edge, monkeypatch):
+    # Whatever goes wrong once DATA has arrived (here the handler fails outright) is answered
+    # 451 once per accepted recipient, as RFC 2033 §4.2 wants (a single reply would leave the
+    # MTA waiting for the others), and the session is ready for the next mail.
+    async def broken(self, server, session, envelope):
+        raise RuntimeError("broken on purpose")
+
+    monkeypatch.setattr(GatewayHandler, "handle_DATA", broken)
+    gateway = edge(lmtp_port=0)
+    with smtplib.LMTP("127.0.0.1", gateway.service.lmtp_port, timeout=10) as client:
+        client.ehlo()
+        assert client.mail(MARIA)[0] == 250
+        assert client.rcpt("soporte@example.com")[0] == 250
+        assert client.rcpt("ayuda@example.com")[0] == 250
+        assert client.docmd("DATA")[0] == 354
+        client.send(wire_form(numbered(1)))
+        replies = [client.getreply()[0] for _ in range(2)]
+        assert replies == [451, 451]
+        assert client.mail(MARIA)[0] == 250  # not "503 nested MAIL command"
+    assert queued(gateway) == []

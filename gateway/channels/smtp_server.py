@@ -349,7 +349,14 @@ class _Edge(SMTP):
             else:
                 envelope.blob = sink.blob  # type: ignore[attr-defined]
                 handed_over = True
-                status = await self._call_handler_hook("DATA")
+                try:
+                    status = await self._call_handler_hook("DATA")
+                except Exception:  # said here, not by handle_exception: LMTP wants a reply per
+                    # recipient, and the session must be ready for the next MAIL
+                    log.exception("could not take a mail from %s; answered 451",
+                                  envelope.mail_from)
+                    handed_over = False  # dropped below, unless it was stored (then kept)
+                    status = each_recipient(self, envelope, ERR_451_LOCAL)
         finally:
             reader._limit = SMTP.line_length_limit  # type: ignore[attr-defined]  # noqa: SLF001
             if not handed_over:
