@@ -3,15 +3,22 @@
 Each client is a thread with one smtplib connection, opened before the clock starts. The DATA
 latency of a mail is the time from the moment the client has written the final "." (RFC 5321
 §4.1.1.4) until the server's reply: what the server spends before acknowledging the mail.
+
+``send_apart`` runs the same clients in a process of their own, as real clients are: threads
+in the server's process would share its interpreter lock, and a client's turn to read its
+reply would count as the server's latency. (time.perf_counter is the system's monotonic clock
+on Linux, the same in every process, so its readings compare across the two.)
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 import smtplib
 import statistics
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,6 +114,15 @@ def send_all(host: str, port: int, mails: list[Path], rcpt: str, clients: int, *
         first_mail=min(firsts) if firsts else 0.0,
         last_reply=max(lasts) if lasts else 0.0,
     )
+
+
+def send_apart(host: str, port: int, mails: list[Path], rcpt: str, clients: int, *,
+               deadline: float, timeout: float = 120.0) -> SendResult:
+    """``send_all`` in a new process (spawned: the caller's threads are not copied into it)."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(send_all, host, port, mails, rcpt, clients, deadline=deadline,
+                           timeout=timeout).result()
 
 
 def _run_client(worker: _Client, host: str, port: int, rcpt: str, ready: threading.Barrier,

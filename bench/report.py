@@ -143,8 +143,9 @@ NOTES = (
     "p50/p99 ms: DATA latency, from the client's final '.' to the server's 250 (for a large mail "
     "it includes the server's reading of what the client's socket still held); bare p99: the "
     "same for the bare server, the floor the clients and this machine set.\n"
-    "peak RSS: VmHWM of the trial's own process (gateway service in a thread + SMTP clients; one "
-    "fresh process per row), plus that of any child process the gateway started.\n"
+    "peak RSS: VmHWM of the trial's own process (gateway service in a thread; one fresh process "
+    "per row), plus that of any child process the gateway started; the clients run in a process "
+    "of their own, not counted.\n"
     "correct: tickets created, thread entries, replies onto the seed tickets and stored file "
     "attachments equal the manifest's, and every mail done."
 )

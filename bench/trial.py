@@ -5,11 +5,11 @@
 
 Steps: migrate the empty database, register the mix's senders, start the real gateway service
 on its own event loop in a thread (as tests/conftest.py's RunningService), ingest the seed mails
-untimed, then send the measured mails over SMTP and poll the inbound queue until every one is
-processed (or the timeout passes), count what the ingest produced, and compare with the manifest.
-Last, a bare aiosmtpd server that only counts receives the same mails with the same clients.
-The run's own process is fresh, so its peak RSS is the gateway's plus the clients' (plus the peaks
-of its child processes, should the gateway start any).
+untimed, then send the measured mails over SMTP (the clients in a process of their own:
+bench.clients.send_apart) and poll the inbound queue until every one is processed (or the timeout
+passes), count what the ingest produced, and compare with the manifest. Last, a bare aiosmtpd
+server that only counts receives the same mails with the same clients. The run's own process is
+fresh, so its peak RSS is the gateway's (plus the peaks of its child processes).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
 from bench import memory
-from bench.clients import SendResult, send_all
+from bench.clients import SendResult, send_all, send_apart
 from bench.mix import Mix, load_mix, register_directory
 from gateway.service import Service, settle_serve_process
 from gateway.settings import Settings
@@ -231,7 +231,7 @@ def run_gateway(mix: Mix, url: str, workdir: Path, clients: int, timeout: float)
         # Timed: the measured mails, polled until all processed.
         deadline = time.perf_counter() + timeout
         box: dict[str, SendResult] = {}
-        sending = threading.Thread(target=lambda: box.setdefault("r", send_all(
+        sending = threading.Thread(target=lambda: box.setdefault("r", send_apart(
             "127.0.0.1", port, list(mix.mails), mix.to, clients, deadline=deadline)))
         sending.start()
         count, seen_at = wait_processed(
@@ -269,7 +269,7 @@ def run_bare(mix: Mix, clients: int, timeout: float) -> dict:
                             data_size_limit=SMTP_MAX_SIZE, enable_SMTPUTF8=True)
     controller.start()
     try:
-        sent = send_all("127.0.0.1", port, list(mix.mails), mix.to, clients,
+        sent = send_apart("127.0.0.1", port, list(mix.mails), mix.to, clients,
                         deadline=time.perf_counter() + timeout)
     finally:
         controller.stop()
